@@ -1,0 +1,44 @@
+# sentiment-lab: `make demo` (set up, run the quick-start study) and `make test` (set up, run the tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+IMDB_DIR ?= $(abspath ../shared/data/imdb)
+export IMDB_DIR
+RUN_DIR ?= runs/quickstart
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+# torch first: `pip install torch==2.13.0` takes the local CPU wheel; any other torch request would pull
+# gigabytes of CUDA packages. With 2.13.0 present, the package's `torch>=2.2` installs nothing more.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	@start=$$(date +%s); \
+	$(BIN)/sentiment-lab train configs/quickstart.yaml --out $(RUN_DIR) --overwrite && \
+	echo "quick-start finished in $$(( $$(date +%s) - start )) s; results in $(RUN_DIR)/"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from sentiment_lab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The `sentiment-lab` command line: parses arguments, calls one public function per command, prints results.
+
+Each concern has its own module here (`core`, ...) with `add_parsers(sub)` and its command functions.
+
+User mistakes (SentimentLabError) end with one `error:` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sentiment_lab.errors import SentimentLabError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register the function that runs a sub-command."""
+
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain aligned text table."""
+
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """Test (and validation) metrics of a run next to its baselines."""
+    rows = []
+    for split in ("val", "test"):
+        if split in metrics:
+            m = metrics[split]
+            rows.append(
+                [metrics.get("model", "model"), split, m["accuracy"], m["f1"], m["precision"], m["recall"], m["n"]]
+            )
+    for name, b in (metrics.get("baselines") or {}).items():
+        m = b["test"]
+        rows.append([name, "test", m["accuracy"], m["f1"], m["precision"], m["recall"], m["n"]])
+    return format_table(rows, ["model", "split", "accuracy", "f1", "precision", "recall", "n"])
+
+
+def add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
+    else:
+        p.add_argument("config", nargs="?", help="experiment YAML (default: built-in defaults, IMDb)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.learning_rate=3e-5 (repeatable)",
+    )
+    p.add_argument("--data", help="data folder or file (replaces data.path; e.g. ../shared/data/imdb)")
+
+
+SECTIONS = ("core",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="sentiment-lab",
+        description="Fine-tune, evaluate, analyse and serve transformer sentiment classifiers.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for section in SECTIONS:
+        importlib.import_module(f"sentiment_lab.cli.{section}").add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sentiment-lab` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    try:
+        return COMMANDS[args.command](args)
+    except SentimentLabError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted; checkpoints written so far are kept (resume with --set training.resume=true)", file=sys.stderr
+        )
+        return 130

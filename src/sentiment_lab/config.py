@@ -1,0 +1,223 @@
+"""Experiment configuration: YAML -> validated pydantic objects, with `key.sub=value` overrides.
+
+This is the only module that reads environment variables (`IMDB_DIR`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sentiment_lab.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the reviews come from and how they are cleaned and split."""
+
+    source: Literal["imdb", "hub", "local"] = "imdb"
+    path: str | None = None  # folder: train/test Parquet|CSV|JSONL files, or the aclImdb layout
+    train_file: str | None = None
+    test_file: str | None = None
+    hub_id: str = "stanfordnlp/imdb"
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    label_map: dict[str, int] = Field(default_factory=lambda: {"neg": 0, "negative": 0, "pos": 1, "positive": 1})
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = 42
+    max_train: int | None = Field(None, gt=0)
+    max_eval: int | None = Field(None, gt=0)
+    max_test: int | None = Field(None, gt=0)
+    empty_policy: Literal["drop", "keep"] = "drop"
+    duplicate_policy: Literal["drop", "keep"] = "keep"
+    lowercase: bool = False
+    strip_html: bool = False
+
+    @model_validator(mode="after")
+    def _labels_binary(self) -> DataConfig:
+        bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
+        if bad:
+            raise ValueError(f"label_map values must be 0 or 1, got {bad}")
+        return self
+
+
+class TokenizationConfig(_Section):
+    """How a review becomes token ids."""
+
+    max_length: int = Field(256, ge=8, le=4096)
+    truncation: Literal["head", "tail", "head_tail"] = "head"
+    head_tokens: int | None = Field(None, ge=0)  # head_tail: tokens kept from the start; default max_length//4
+    padding: Literal["dynamic", "max_length"] = "dynamic"
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> TokenizationConfig:
+        if self.head_tokens is not None and self.head_tokens > self.max_length - 2:
+            raise ValueError(f"head_tokens ({self.head_tokens}) must be at most max_length - 2 ({self.max_length - 2})")
+        return self
+
+
+class ModelConfig(_Section):
+    """Which encoder to fine-tune and how."""
+
+    name: str = "minilm-l6"
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)  # classifier dropout; None keeps the model's own
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0)
+    llrd: float | None = Field(None, gt=0.0, le=1.0)  # layer-wise LR decay factor; None = off
+
+
+class TrainingConfig(_Section):
+    """The Trainer recipe."""
+
+    learning_rate: float = Field(2e-5, gt=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    epochs: float = Field(1.0, gt=0.0)
+    max_steps: int = Field(-1, ge=-1)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    adam_epsilon: float = Field(1e-8, gt=0.0)
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    eval_strategy: Literal["steps", "epoch"] = "epoch"
+    eval_steps: int = Field(500, ge=1)
+    save_steps: int | None = Field(None, ge=1)  # defaults to eval_steps
+    save_total_limit: int | None = Field(2, ge=1)
+    logging_steps: int = Field(50, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    metric_for_best_model: Literal["f1", "accuracy", "loss", "f1_macro"] = "f1"
+    group_by_length: bool = False
+    seed: int = 42
+    resume: bool = False
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default
+
+
+class EvaluationConfig(_Section):
+    """What runs after training."""
+
+    baselines: bool = True  # majority class and TF-IDF + logistic regression on the same split
+
+
+class ExperimentConfig(_Section):
+    """One experiment: everything needed to repeat a run."""
+
+    name: str = "experiment"
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenization: TokenizationConfig = Field(default_factory=TokenizationConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{where}': remove it or check its spelling")
+        else:
+            lines.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
+    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse `training.learning_rate=3e-5` into (['training', 'learning_rate'], 3e-5); values are YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.sub=value (e.g. training.epochs=2)")
+    key, raw = item.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+    return keys, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of a raw config dict with `key.sub=value` overrides applied."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise ConfigError(f"override '{item}': '{k}' is not a section")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a safe loader and a size limit (no tags, no alias bombs)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (give the path to a YAML file, e.g. configs/quickstart.yaml)")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES} bytes; is it really a config?")
+    text = p.read_text(encoding="utf-8")
+    if any(line[: len(line) - len(line.lstrip())].count("\t") for line in text.splitlines()):
+        raise ConfigError(f"config file {p} indents with tabs; YAML needs spaces")
+    try:
+        # yaml.safe_load builds only plain types; aliases are limited by the size check above
+        # and by refusing documents whose expanded form is much larger than their text.
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections (data:, model:, training: ...)")
+    if len(repr(data)) > 20 * MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} expands to an enormous document (YAML alias bomb?); refused")
+    return data
+
+
+def build_config(raw: dict[str, Any], source: str = "(dict)") -> ExperimentConfig:
+    """Validate a raw dict into an ExperimentConfig, raising ConfigError with every problem listed."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, data_path: str | None = None
+) -> ExperimentConfig:
+    """Load a YAML config (or the defaults), apply overrides and `--data`, and validate it.
+
+    data_path: a data folder or file that replaces `data.path` (the CLI's `--data`).
+    """
+    raw = read_yaml(path) if path else {}
+    raw = apply_overrides(raw, overrides or [])
+    cfg = build_config(raw, str(path) if path else "(defaults)")
+    if data_path:
+        cfg.data.path = str(Path(data_path).expanduser().resolve())
+        if cfg.data.source == "hub":
+            cfg.data.source = "local"
+    elif cfg.data.source == "imdb" and not cfg.data.path and os.environ.get("IMDB_DIR"):
+        cfg.data.path = str(Path(os.environ["IMDB_DIR"]).expanduser().resolve())
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Plain dict of a config, in YAML-friendly types."""
+    return cfg.model_dump(mode="json")

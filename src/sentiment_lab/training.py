@@ -1,0 +1,381 @@
+"""The training recipe: config -> data -> model -> Trainer -> evaluation -> run folder.
+
+Reads in the order it runs. The run folder it writes is the contract for every later stage:
+config.yaml, train.log, history.csv, tensorboard/, checkpoints/, model/, predictions.parquet,
+val_predictions.parquet, metrics.json (last: its presence marks the run finished).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.integrations import TensorBoardCallback
+
+from sentiment_lab.config import ExperimentConfig, config_to_dict
+from sentiment_lab.data import DataSplits, prepare_data
+from sentiment_lab.errors import ConfigError
+from sentiment_lab.io import write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
+from sentiment_lab.metrics import classification_metrics, softmax, trainer_compute_metrics
+from sentiment_lab.modeling import (
+    build_model,
+    count_parameters,
+    load_tokenizer,
+    optimizer_param_groups,
+    resolve_model_name,
+)
+from sentiment_lab.rundir import (
+    CHECKPOINTS,
+    check_run_dir,
+    environment_info,
+    last_checkpoint,
+    reset_run_dir,
+    run_lock,
+)
+from sentiment_lab.tokenization import TextSettings, save_text_settings, tokenize_frame
+
+log = logging.getLogger("sentiment_lab")
+
+
+def resolve_precision(requested: str) -> str:
+    """The precision actually used: `auto` is bf16 (or fp16) on CUDA and fp32 on CPU; fp16 needs CUDA."""
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if requested == "fp16" and not cuda:
+        log.warning("fp16 needs a CUDA GPU; training in fp32 on this CPU instead")
+        return "fp32"
+    return requested
+
+
+def _validate_schedule(cfg: ExperimentConfig) -> None:
+    t = cfg.training
+    save_steps = t.save_steps or t.eval_steps
+    if t.eval_strategy == "steps" and save_steps % t.eval_steps != 0:
+        raise ConfigError(
+            f"training.save_steps ({save_steps}) must be a multiple of training.eval_steps ({t.eval_steps}) "
+            "so the best checkpoint can be kept"
+        )
+
+
+def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: str) -> Any:
+    """TrainingArguments of the recipe (transformers 5 names)."""
+    t = cfg.training
+    metric = t.metric_for_best_model
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio if t.warmup_ratio is not None else t.warmup_steps,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
+        max_grad_norm=t.max_grad_norm,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.eval_strategy,
+        save_steps=t.save_steps or t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{metric}",
+        greater_is_better=metric != "loss",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=0,
+    )
+
+
+def history_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per logged step: training loss/lr/grad norm and validation metrics merged by step."""
+    rename = {"loss": "train_loss", "learning_rate": "lr", "eval_loss": "val_loss"}
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        if "step" not in entry or "train_runtime" in entry:
+            continue
+        row = rows.setdefault(int(entry["step"]), {"step": int(entry["step"])})
+        for key, value in entry.items():
+            if key == "step" or key.endswith(("_runtime", "_per_second")):
+                continue
+            name = rename.get(key, key.replace("eval_", "val_", 1) if key.startswith("eval_") else key)
+            row[name] = value
+    frame = pd.DataFrame(sorted(rows.values(), key=lambda r: r["step"]))
+    front = [c for c in ("step", "epoch", "train_loss", "lr", "grad_norm", "val_loss") if c in frame.columns]
+    return frame[front + [c for c in frame.columns if c not in front]]
+
+
+def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
+    """id, text, label, pred, prob_pos and the raw logits for every review of a split."""
+    probs = softmax(logits)
+    return pd.DataFrame(
+        {
+            "id": df["id"].to_numpy(),
+            "text": df["text"].to_numpy(),
+            "label": df["label"].to_numpy(),
+            "pred": logits.argmax(axis=-1),
+            "prob_pos": probs[:, 1],
+            "logit_neg": logits[:, 0],
+            "logit_pos": logits[:, 1],
+        }
+    )
+
+
+step_log = logging.getLogger("sentiment_lab.steps")  # train.log only: the console has the progress bar
+step_log.propagate = False
+
+
+def _attach_file_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("sentiment_lab", "sentiment_lab.steps", "transformers"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("sentiment_lab").setLevel(logging.INFO)
+    step_log.setLevel(logging.INFO)
+    return handler
+
+
+class LogToFileCallback(TrainerCallback):
+    """Mirrors every Trainer log line into train.log (main process only)."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            step_log.info("step %d: %s", state.global_step, logs)
+
+
+def write_model_card(model_dir: Path, cfg: ExperimentConfig, metrics: dict[str, Any], base_model: str) -> None:
+    """A README.md model card: data, config and test metrics."""
+    test = metrics["test"]
+    card = f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [sentiment-analysis, sentiment-lab]
+base_model: {cfg.model.name}
+---
+# {cfg.name}: binary sentiment classifier
+
+Fine-tuned from `{base_model}` with [sentiment-lab](https://pypi.org/project/sentiment-lab/).
+Labels: `NEGATIVE` (0), `POSITIVE` (1).
+
+```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="PATH/TO/THIS/FOLDER")
+clf("A wonderful, moving film.")
+```
+
+## Data
+Source `{cfg.data.source}` ({cfg.data.path or cfg.data.hub_id}); train {metrics["data"]["train"]},
+validation {metrics["data"]["val"]}, test {metrics["data"]["test"]} reviews.
+Tokenization: max_length {cfg.tokenization.max_length}, truncation `{cfg.tokenization.truncation}`
+(stored in `sentiment_lab.json`; plain `pipeline` truncates the head only).
+
+## Training
+learning rate {cfg.training.learning_rate}, batch {cfg.training.batch_size}, epochs {cfg.training.epochs},
+weight decay {cfg.training.weight_decay}, precision {metrics["precision"]}, seed {cfg.training.seed}.
+
+## Test metrics
+| accuracy | F1 | precision | recall | n |
+|---|---|---|---|---|
+| {test["accuracy"]:.4f} | {test["f1"]:.4f} | {test["precision"]:.4f} | {test["recall"]:.4f} | {test["n"]} |
+"""
+    baselines = metrics.get("baselines") or {}
+    if baselines:
+        card += "\nBaselines on the same test set: " + ", ".join(
+            f"{name} accuracy {b['test']['accuracy']:.4f}" for name, b in baselines.items()
+        )
+        card += "\n"
+    write_text_atomic(model_dir / "README.md", card)
+
+
+def train(
+    cfg: ExperimentConfig, out_dir: str | Path, overwrite: bool = False, splits: DataSplits | None = None
+) -> dict[str, Any]:
+    """Fine-tune and evaluate as configured; returns the metrics written to RUN_DIR/metrics.json."""
+    run_dir = Path(out_dir)
+    resume = cfg.training.resume
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    _validate_schedule(cfg)
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+
+    # Everything a user can get wrong is checked before the run folder is touched.
+    splits = splits or prepare_data(cfg.data)
+    tokenizer = load_tokenizer(cfg.model.name)
+    set_seed(cfg.training.seed)
+    model = build_model(cfg.model)
+    settings = TextSettings.from_config(cfg)
+    precision = resolve_precision(cfg.training.precision)
+
+    if overwrite:
+        reset_run_dir(run_dir)
+    with run_lock(run_dir):
+        handler = _attach_file_log(run_dir)
+        try:
+            return _train_in_run_dir(cfg, run_dir, splits, tokenizer, model, settings, precision, resume)
+        finally:
+            for name in ("sentiment_lab", "sentiment_lab.steps", "transformers"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+
+
+def _train_in_run_dir(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    splits: DataSplits,
+    tokenizer: Any,
+    model: Any,
+    settings: TextSettings,
+    precision: str,
+    resume: bool,
+) -> dict[str, Any]:
+    resolved = config_to_dict(cfg)
+    resolved["resolved"] = {
+        "model_path": resolve_model_name(cfg.model.name),
+        "precision": precision,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "parameters": count_parameters(model),
+        "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "cleaning": splits.cleaning,
+        "environment": environment_info(),
+    }
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    log.info("run %s: train %d, val %d, test %d reviews", run_dir, len(splits.train), len(splits.val), len(splits.test))
+
+    train_ds = tokenize_frame(splits.train, tokenizer, settings)
+    val_ds = tokenize_frame(splits.val, tokenizer, settings)
+    if cfg.training.group_by_length:
+        train_ds = train_ds.add_column("length", [len(x) for x in train_ds["input_ids"]])
+    pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
+    collator = DataCollatorWithPadding(tokenizer, padding=pad_to, max_length=settings.max_length)
+
+    optimizers: tuple[Any, Any] = (None, None)
+    if cfg.model.llrd is not None:
+        t = cfg.training
+        groups = optimizer_param_groups(model, t.learning_rate, t.weight_decay, cfg.model.llrd)
+        optimizers = (
+            torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon),
+            None,
+        )
+
+    callbacks: list[Any] = [TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard"))), LogToFileCallback()]
+    if cfg.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=build_training_arguments(cfg, run_dir, precision),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=trainer_compute_metrics,
+        callbacks=callbacks,
+        optimizers=optimizers,
+    )
+
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    history = history_frame(trainer.state.log_history)
+    write_csv_atomic(run_dir / "history.csv", history)
+
+    best_step = trainer.state.best_global_step or trainer.state.global_step
+    metrics: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        metrics = _evaluate_and_save(cfg, run_dir, trainer, splits, tokenizer, settings, precision)
+        metrics.update(
+            {
+                "train_runtime_s": float(result.metrics["train_runtime"]),
+                "train_samples_per_s": float(result.metrics["train_samples_per_second"]),
+                "best_step": int(best_step),
+                "global_step": int(trainer.state.global_step),
+                "resumed_from": checkpoint.name if checkpoint else None,
+            }
+        )
+        write_model_card(run_dir / "model", cfg, metrics, resolved["resolved"]["model_path"])
+        write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _evaluate_and_save(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    trainer: Any,
+    splits: DataSplits,
+    tokenizer: Any,
+    settings: TextSettings,
+    precision: str,
+) -> dict[str, Any]:
+    """Save the best model, predict validation and test, compute metrics (and baselines)."""
+    from sentiment_lab.inference import compute_logits
+
+    model_tmp = run_dir / ".model.tmp"
+    if model_tmp.exists():
+        shutil.rmtree(model_tmp)
+    trainer.save_model(str(model_tmp))
+    save_text_settings(model_tmp, settings)
+    (model_tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml has the recipe
+    if (run_dir / "model").exists():
+        shutil.rmtree(run_dir / "model")
+    model_tmp.rename(run_dir / "model")
+
+    model = trainer.model
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    metrics: dict[str, Any] = {
+        "precision": precision,
+        "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+    }
+    for split, name in (("val", "val_predictions.parquet"), ("test", "predictions.parquet")):
+        df = getattr(splits, split)
+        start = time.perf_counter()
+        logits = compute_logits(
+            model, tokenizer, df["text"].tolist(), settings, cfg.training.eval_batch_size, autocast, progress=True
+        )
+        elapsed = time.perf_counter() - start
+        preds = predictions_frame(df, logits)
+        write_parquet_atomic(run_dir / name, preds)
+        metrics[split] = classification_metrics(preds["label"], preds["pred"])
+        metrics[split]["loss"] = _nll(logits, df["label"].to_numpy())
+        if split == "test":
+            metrics["eval_samples_per_s"] = len(df) / elapsed if elapsed > 0 else math.nan
+    if cfg.evaluation.baselines:
+        from sentiment_lab.baselines import fit_baselines
+
+        metrics["baselines"] = {name: res["metrics"] for name, res in fit_baselines(splits).items()}
+    return metrics
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    probs = softmax(logits.astype(np.float64))
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
