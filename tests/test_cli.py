@@ -1,0 +1,157 @@
+"""The CLI: help, user mistakes (one `error:` line, exit 2, nothing lost) and the core commands end to end."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from sentiment_lab.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_config(tmp_path, raw):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+@pytest.fixture
+def tiny_raw(tiny_model_dir, imdb_dir):
+    from conftest import tiny_config
+
+    return tiny_config(tiny_model_dir, imdb_dir)
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("train", "evaluate", "baseline", "data"):
+        assert name in out
+
+
+def assert_one_error(code, err, *needles):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_unknown_config_key(capsys, tmp_path, tiny_raw):
+    tiny_raw["training"]["epoch"] = 3
+    code, _, err = run_cli(capsys, "train", str(write_config(tmp_path, tiny_raw)), "--out", str(tmp_path / "run"))
+    assert_one_error(code, err, "unknown key 'training.epoch'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_of_range_override(capsys, tmp_path, tiny_raw):
+    cfg = write_config(tmp_path, tiny_raw)
+    code, _, err = run_cli(
+        capsys, "train", str(cfg), "--set", "training.learning_rate=-1", "--out", str(tmp_path / "r")
+    )
+    assert_one_error(code, err, "training.learning_rate")
+
+
+def test_missing_data_path(capsys, tmp_path, tiny_raw):
+    cfg = write_config(tmp_path, tiny_raw)
+    code, _, err = run_cli(capsys, "train", str(cfg), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
+    assert_one_error(code, err, "does not exist", "nope")
+    assert not (tmp_path / "r").exists()
+
+
+def test_wrong_column_and_bad_labels(capsys, tmp_path, tiny_raw):
+    data = tmp_path / "data"
+    data.mkdir()
+    df = pd.DataFrame({"review": ["good film", "bad film"] * 10, "label": ["pos", "meh"] * 10})
+    df.to_csv(data / "train.csv", index=False)
+    df.to_csv(data / "test.csv", index=False)
+    cfg = write_config(tmp_path, tiny_raw)
+    code, _, err = run_cli(capsys, "train", str(cfg), "--data", str(data), "--out", str(tmp_path / "r"))
+    assert_one_error(code, err, "no column(s) ['text']", "data.text_column")
+    code, _, err = run_cli(
+        capsys, "train", str(cfg), "--data", str(data), "--set", "data.text_column=review", "--out", str(tmp_path / "r")
+    )
+    assert_one_error(code, err, "10 of 20 rows", "'meh'")
+
+
+def test_unknown_model(capsys, tmp_path, tiny_raw, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    tiny_raw["model"]["name"] = "no-such-org/no-such-model"
+    code, _, err = run_cli(capsys, "train", str(write_config(tmp_path, tiny_raw)), "--out", str(tmp_path / "r"))
+    assert_one_error(code, err, "cannot load model 'no-such-org/no-such-model'")
+
+
+def test_finished_run_dir_refused(capsys, tiny_run_dir, tiny_raw, tmp_path):
+    before = (tiny_run_dir / "metrics.json").read_bytes()
+    code, _, err = run_cli(capsys, "train", str(write_config(tmp_path, tiny_raw)), "--out", str(tiny_run_dir))
+    assert_one_error(code, err, "already holds a finished run", "--overwrite")
+    assert (tiny_run_dir / "metrics.json").read_bytes() == before
+
+
+def test_evaluate_run_dir(capsys, tiny_run_dir, tmp_path):
+    out = tmp_path / "eval"
+    code, stdout, _ = run_cli(capsys, "evaluate", str(tiny_run_dir), "--out", str(out))
+    assert code == 0 and "test" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    original = json.loads((tiny_run_dir / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == pytest.approx(original["test"]["accuracy"])
+    assert len(pd.read_parquet(out / "predictions.parquet")) == metrics["test"]["n"]
+
+
+def test_evaluate_missing_model(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
+    assert_one_error(code, err, "no such model or run folder")
+
+
+def test_baseline_run_folder(capsys, tmp_path, imdb_dir):
+    out = tmp_path / "base"
+    code, stdout, _ = run_cli(
+        capsys,
+        "baseline",
+        "--data",
+        str(imdb_dir),
+        "--set",
+        "data.max_train=400",
+        "--set",
+        "data.max_test=200",
+        "--set",
+        "data.max_eval=100",
+        "--out",
+        str(out),
+    )
+    assert code == 0 and "tfidf_logreg" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 200 and metrics["test"]["accuracy"] > 0.6
+    assert metrics["baselines"]["majority"]["test"]["accuracy"] == pytest.approx(0.5)
+    assert len(pd.read_parquet(out / "predictions.parquet")) == 200
+
+
+def test_data_stats(capsys, imdb_dir, tiny_model_dir):
+    code, stdout, _ = run_cli(
+        capsys,
+        "data",
+        "stats",
+        "--data",
+        str(imdb_dir),
+        "--set",
+        f"model.name={tiny_model_dir}",
+        "--set",
+        "data.max_train=200",
+        "--set",
+        "data.max_eval=50",
+        "--set",
+        "data.max_test=50",
+    )
+    assert code == 0
+    assert "words mean/med/min/max" in stdout and "train" in stdout and ">256 tok" in stdout

@@ -1,0 +1,96 @@
+import json
+import shutil
+
+import pytest
+
+from sentiment_lab.config import ModelConfig
+from sentiment_lab.errors import ModelError
+from sentiment_lab.modeling import (
+    build_model,
+    count_parameters,
+    encoder_layers,
+    load_classifier,
+    load_tokenizer,
+    optimizer_param_groups,
+    resolve_model_name,
+)
+
+
+def test_aliases():
+    assert resolve_model_name("distilbert") == "distilbert-base-uncased"
+    assert resolve_model_name("bert-base") == "bert-base-uncased"
+    assert resolve_model_name("minilm-l6").endswith("model")  # the packaged offline folder
+    assert resolve_model_name("my-org/my-model") == "my-org/my-model"
+
+
+def test_labels_and_dropout(tiny_model_dir):
+    model = build_model(ModelConfig(name=str(tiny_model_dir), dropout=0.3))
+    assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+    assert model.config.classifier_dropout == 0.3
+    assert model.dropout.p == 0.3
+
+
+def test_freezing(tiny_model_dir):
+    full = count_parameters(build_model(ModelConfig(name=str(tiny_model_dir))))
+    model = build_model(ModelConfig(name=str(tiny_model_dir), freeze_embeddings=True, freeze_layers=1))
+    frozen = count_parameters(model)
+    layers = encoder_layers(model)
+    assert all(not p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    assert all(not p.requires_grad for p in model.base_model.embeddings.parameters())
+    emb = sum(p.numel() for p in model.base_model.embeddings.parameters())
+    layer0 = sum(p.numel() for p in layers[0].parameters())
+    assert frozen["trainable"] == full["trainable"] - emb - layer0
+    with pytest.raises(ModelError, match="only 2 layers"):
+        build_model(ModelConfig(name=str(tiny_model_dir), freeze_layers=3))
+
+
+def test_llrd_groups(tiny_model_dir):
+    model = build_model(ModelConfig(name=str(tiny_model_dir)))
+    groups = optimizer_param_groups(model, 1e-3, 0.01, llrd=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    layers = encoder_layers(model)
+    assert lr_of[id(model.classifier.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(layers[1].output.dense.weight)] == pytest.approx(1e-3 * 0.5)
+    assert lr_of[id(layers[0].output.dense.weight)] == pytest.approx(1e-3 * 0.25)
+    assert lr_of[id(model.base_model.embeddings.word_embeddings.weight)] == pytest.approx(1e-3 * 0.125)
+    assert wd_of[id(layers[0].output.dense.bias)] == 0.0
+    assert wd_of[id(layers[0].output.LayerNorm.weight)] == 0.0
+    assert wd_of[id(layers[0].output.dense.weight)] == 0.01
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+
+
+def test_unknown_model_offline_is_clear(monkeypatch):
+    import huggingface_hub.constants
+
+    # Same code path as a failed download, without waiting for network time-outs.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="cannot load model 'no-such-org/no-such-model'"):
+        build_model(ModelConfig(name="no-such-org/no-such-model"))
+    with pytest.raises(ModelError, match="minilm-l6"):
+        load_tokenizer("no-such-org/no-such-model")
+
+
+def test_pickle_weights_refused(tiny_model_dir, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(ModelError, match="--allow-pickle"):
+        load_classifier(folder)
+
+
+def test_remote_code_refused(tiny_model_dir, tmp_path):
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="remote code"):
+        load_classifier(folder)
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        load_classifier(tmp_path)

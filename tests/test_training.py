@@ -1,0 +1,114 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import tiny_config
+from sentiment_lab.config import build_config
+from sentiment_lab.errors import RunDirError
+from sentiment_lab.rundir import complete_checkpoints, last_checkpoint, run_lock
+from sentiment_lab.training import train
+
+METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "f1_macro", "precision_macro", "recall_macro"}
+
+
+def test_run_folder_contract(tiny_run_dir):
+    metrics = json.loads((tiny_run_dir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert METRIC_KEYS <= set(metrics[split])
+        assert set(metrics[split]["per_class"]) == {"negative", "positive"}
+        assert len(metrics[split]["confusion_matrix"]) == 2
+    assert metrics["test"]["n"] == 64 and metrics["val"]["n"] == 32
+    for key in ("train_runtime_s", "train_samples_per_s", "eval_samples_per_s", "best_step"):
+        assert key in metrics
+    assert set(metrics["baselines"]) == {"majority", "tfidf_logreg"}
+
+    preds = pd.read_parquet(tiny_run_dir / "predictions.parquet")
+    assert {"id", "label", "pred", "prob_pos"} <= set(preds.columns) and len(preds) == 64
+    assert ((preds["prob_pos"] >= 0.5).astype(int) == preds["pred"]).all()
+    cm = metrics["test"]["confusion_matrix"]
+    assert cm[1][1] == int(((preds["label"] == 1) & (preds["pred"] == 1)).sum())
+
+    history = pd.read_csv(tiny_run_dir / "history.csv")
+    assert {"step", "epoch", "train_loss", "lr", "val_loss", "val_f1"} <= set(history.columns)
+    assert history["val_f1"].notna().sum() == 2  # evaluated after each of the 2 epochs
+
+    resolved = yaml.safe_load((tiny_run_dir / "config.yaml").read_text())
+    assert resolved["training"]["epochs"] == 2
+    assert resolved["resolved"]["environment"]["transformers"]
+    assert "git_commit" in resolved["resolved"]["environment"]
+
+    model_dir = tiny_run_dir / "model"
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "sentiment_lab.json").is_file()
+    assert not (model_dir / "training_args.bin").exists()
+    assert "Test metrics" in (model_dir / "README.md").read_text()
+    assert (tiny_run_dir / "train.log").read_text().count("step ") > 0
+    assert any((tiny_run_dir / "tensorboard").iterdir())
+    assert not (tiny_run_dir / ".lock").exists()
+
+
+def test_saved_model_loads_with_plain_pipeline(tiny_run_dir):
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(tiny_run_dir / "model"))
+    out = clf(["a great film", "a terrible film"])
+    assert {o["label"] for o in out} <= {"NEGATIVE", "POSITIVE"}
+
+
+def test_finished_run_refused_without_overwrite(tiny_run_dir, tiny_model_dir, imdb_dir):
+    before = (tiny_run_dir / "metrics.json").read_text()
+    with pytest.raises(RunDirError, match="--overwrite"):
+        train(build_config(tiny_config(tiny_model_dir, imdb_dir)), tiny_run_dir)
+    assert (tiny_run_dir / "metrics.json").read_text() == before
+
+
+def test_bad_input_leaves_no_run_folder(tmp_path, tiny_model_dir):
+    from sentiment_lab.errors import DataError
+
+    run = tmp_path / "run"
+    with pytest.raises(DataError):
+        train(build_config(tiny_config(tiny_model_dir, tmp_path / "missing")), run)
+    assert not run.exists()
+
+
+def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir):
+    """Train 2 epochs saving each epoch; drop the final state to simulate a crash after epoch 1; resume."""
+    run = tmp_path / "run"
+    raw = tiny_config(tiny_model_dir, imdb_dir, epochs=2, save_total_limit=5)
+    full = train(build_config(raw), run)
+    steps = [int(p.name.split("-")[1]) for p in complete_checkpoints(run)]
+    assert steps == [4, 8]
+    # Simulate a kill after the first checkpoint: remove what came later, plus a half-written checkpoint.
+    shutil.rmtree(run / "checkpoints" / "checkpoint-8")
+    for name in ("metrics.json", "predictions.parquet", "val_predictions.parquet"):
+        (run / name).unlink()
+    shutil.rmtree(run / "model")
+    (run / "checkpoints" / "checkpoint-12").mkdir()  # incomplete: no trainer_state.json
+    assert last_checkpoint(run).name == "checkpoint-4"
+
+    with pytest.raises(RunDirError, match="resume"):
+        train(build_config(raw), run)
+    raw["training"]["resume"] = True
+    resumed = train(build_config(raw), run)
+    assert resumed["resumed_from"] == "checkpoint-4"
+    assert resumed["global_step"] == full["global_step"] == 8
+    assert resumed["test"]["accuracy"] == pytest.approx(full["test"]["accuracy"], abs=1e-6)
+
+
+def test_lock_refuses_second_owner(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(str(proc.pid))
+        with pytest.raises(RunDirError, match=f"in use by process {proc.pid}"), run_lock(tmp_path):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with run_lock(tmp_path):  # the owner is dead now: the stale lock is taken over
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
