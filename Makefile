@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
-IMDB_DIR ?= $(abspath ../shared/data/imdb)
+# The offline IMDb copy beside the checkout, when there is one; otherwise the Hub is tried.
+IMDB_DIR ?= $(if $(wildcard ../shared/data/imdb/train.parquet),$(abspath ../shared/data/imdb),)
 export IMDB_DIR
 RUN_DIR ?= runs/quickstart
 
@@ -14,7 +15,6 @@ RUN_DIR ?= runs/quickstart
 # gigabytes of CUDA packages. With 2.13.0 present, the package's `torch>=2.2` installs nothing more.
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@

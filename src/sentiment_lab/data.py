@@ -180,7 +180,8 @@ def _load_hub(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise DataError(
             f"cannot load dataset '{cfg.hub_id}' from the Hugging Face Hub ({type(exc).__name__}). "
             "Offline? Point at a local copy: IMDB_DIR=/path/to/imdb, --data /path/to/imdb, or data.path in the "
-            "config (a folder with train.parquet/test.parquet or the aclImdb layout)"
+            "config (a folder with train.parquet/test.parquet or the aclImdb layout). "
+            "HF_HUB_OFFLINE=1 skips the Hub at once"
         ) from None
     out = []
     for split in ("train", "test"):

@@ -54,13 +54,19 @@ from sentiment_lab.tokenization import TextSettings, save_text_settings, tokeniz
 log = logging.getLogger("sentiment_lab")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX-512-bf16 or AMX: there bf16 autocast runs about 2x fp32; elsewhere it is emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def resolve_precision(requested: str) -> str:
-    """The precision actually used: `auto` is bf16 (or fp16) on CUDA and fp32 on CPU; fp16 needs CUDA."""
+    """The precision actually used: `auto` is bf16 (or fp16) on CUDA, bf16 on CPUs with native bf16, else fp32."""
     cuda = torch.cuda.is_available()
     if requested == "auto":
         if cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     if requested == "fp16" and not cuda:
         log.warning("fp16 needs a CUDA GPU; training in fp32 on this CPU instead")
         return "fp32"

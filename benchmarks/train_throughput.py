@@ -1,0 +1,218 @@
+"""T1/T2: training throughput and peak memory, the standard Hugging Face recipe vs sentiment-lab, same run.
+
+Reference: Trainer on reviews padded to max_length ("padding='max_length'"), fp32 (fp16 on CUDA), default
+threads. Ours: `sentiment_lab.training.train` with the tool's defaults for the device (dynamic padding,
+length-grouped batches, bf16 autocast where the hardware has it). Both see the same reviews, the same number of
+optimizer steps and the same seed; each runs in its own process so peak RSS is its own.
+
+    python benchmarks/train_throughput.py --samples 256 --eval 400          # quick: a few minutes on 2 cores
+    python benchmarks/train_throughput.py --samples 4000 --eval 2000        # accuracy condition (long)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_split(args: argparse.Namespace):
+    from sentiment_lab.config import DataConfig
+    from sentiment_lab.data import prepare_data
+
+    cfg = DataConfig(path=args.data, max_train=args.samples, max_eval=args.eval, max_test=32, split_seed=args.seed)
+    return prepare_data(cfg)
+
+
+def run_reference(args: argparse.Namespace) -> dict:
+    """The published recipe: pad every review to max_length, plain Trainer, fp32 on CPU / fp16 on CUDA."""
+    import datasets
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    from sentiment_lab.modeling import resolve_model_name
+
+    splits = load_split(args)
+    name = resolve_model_name(args.model)
+    tok = AutoTokenizer.from_pretrained(name)
+
+    def encode(df):
+        enc = tok(df["text"].tolist(), padding="max_length", truncation=True, max_length=args.max_length)
+        return datasets.Dataset.from_dict({**enc, "labels": df["label"].tolist()})
+
+    train_ds, val_ds = encode(splits.train), encode(splits.val)
+    set_seed(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=2)
+    cuda = torch.cuda.is_available()
+    targs = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
+        max_steps=args.samples // args.batch_size,
+        learning_rate=args.lr,
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        fp16=cuda,
+        use_cpu=not cuda,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        seed=args.seed,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds)
+    result = trainer.train()
+    logits = trainer.predict(val_ds).predictions
+    accuracy = float((np.argmax(logits, axis=-1) == np.array(splits.val["label"])).mean())
+    return {
+        "samples_per_s": float(result.metrics["train_samples_per_second"]),
+        "train_runtime_s": float(result.metrics["train_runtime"]),
+        "val_accuracy": accuracy,
+        "precision": "fp16" if cuda else "fp32",
+        "padding": "max_length",
+    }
+
+
+def run_ours(args: argparse.Namespace) -> dict:
+    """sentiment-lab with its device defaults (precision auto, dynamic padding, length-grouped batches)."""
+    from sentiment_lab.config import build_config
+    from sentiment_lab.training import train
+
+    splits = load_split(args)
+    steps = args.samples // args.batch_size
+    raw = {
+        "name": "bench-ours",
+        "data": {"path": args.data},
+        "tokenization": {"max_length": args.max_length, "truncation": "head"},
+        "model": {"name": args.model},
+        "training": {
+            "learning_rate": args.lr,
+            "batch_size": args.batch_size,
+            "eval_batch_size": 64,
+            "max_steps": steps,
+            "warmup_ratio": 0.1,
+            "weight_decay": 0.01,
+            "precision": "auto",
+            "group_by_length": True,
+            "eval_strategy": "steps",
+            "eval_steps": steps + 1,  # no evaluation inside the timed loop, as in the reference
+            "save_total_limit": 1,
+            "seed": args.seed,
+        },
+        "evaluation": {"baselines": False},
+    }
+    with tempfile.TemporaryDirectory() as run:
+        metrics = train(build_config(raw), Path(run) / "run", splits=splits)
+    return {
+        "samples_per_s": metrics["train_samples_per_s"],
+        "train_runtime_s": metrics["train_runtime_s"],
+        "val_accuracy": metrics["val"]["accuracy"],
+        "precision": metrics["precision"],
+        "padding": "dynamic, length-grouped",
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    start = time.perf_counter()
+    result = run_reference(args) if args.role == "reference" else run_ours(args)
+    result.update({"role": args.role, "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - start})
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("IMDB_DIR", str(REPO.parent / "shared" / "data" / "imdb")))
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--samples", type=int, default=256, help="training reviews (= steps x batch size)")
+    p.add_argument("--eval", type=int, default=400, help="validation reviews for the accuracy condition")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
+    p.add_argument("--role", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role:
+        child(args)
+        return
+
+    results = {}
+    for role in ("reference", "ours"):
+        cmd = [sys.executable, __file__, "--role", role] + [
+            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("role", "out")
+        ]
+        print(f"running {role} ...", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            sys.exit(f"{role} failed:\n{proc.stderr[-3000:]}")
+        results[role] = json.loads(line[len("RESULT ") :])
+
+    ref, ours = results["reference"], results["ours"]
+    summary = {
+        "T1_throughput_ratio": ours["samples_per_s"] / ref["samples_per_s"],
+        "T1_accuracy_delta_pp": 100 * (ours["val_accuracy"] - ref["val_accuracy"]),
+        "T2_peak_rss_ratio": ours["peak_rss_mb"] / ref["peak_rss_mb"],
+    }
+    report = {"params": {k: v for k, v in vars(args).items() if k != "role"}, "environment": environment()}
+    report.update({"results": results, "summary": summary})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"\n{'':10} {'samples/s':>10} {'val acc':>8} {'peak RSS MiB':>13}  precision / padding")
+    for role, r in results.items():
+        print(
+            f"{role:10} {r['samples_per_s']:10.2f} {r['val_accuracy']:8.4f} {r['peak_rss_mb']:13.0f}  "
+            f"{r['precision']} / {r['padding']}"
+        )
+    print(
+        f"\nT1 throughput ratio {summary['T1_throughput_ratio']:.2f}x (target >= 3.0x), "
+        f"accuracy delta {summary['T1_accuracy_delta_pp']:+.2f} pp (target >= -0.5 pp)"
+    )
+    print(f"T2 peak RSS ratio {summary['T2_peak_rss_ratio']:.2f}x (target <= 1.0x)")
+    print(f"environment: {report['environment']}\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
