@@ -50,6 +50,7 @@ def test_run_folder_contract(tiny_run_dir):
     assert (tiny_run_dir / "train.log").read_text().count("step ") > 0
     assert any((tiny_run_dir / "tensorboard").iterdir())
     assert not (tiny_run_dir / ".lock").exists()
+    assert not (tiny_run_dir / "checkpoints").exists()  # finished: only model/ is kept
 
 
 def test_saved_model_loads_with_plain_pipeline(tiny_run_dir):
@@ -79,7 +80,7 @@ def test_bad_input_leaves_no_run_folder(tmp_path, tiny_model_dir):
 def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir):
     """Train 2 epochs saving each epoch; drop the final state to simulate a crash after epoch 1; resume."""
     run = tmp_path / "run"
-    raw = tiny_config(tiny_model_dir, imdb_dir, epochs=2, save_total_limit=5)
+    raw = tiny_config(tiny_model_dir, imdb_dir, epochs=2, save_total_limit=5, keep_checkpoints=True)
     full = train(build_config(raw), run)
     steps = [int(p.name.split("-")[1]) for p in complete_checkpoints(run)]
     assert steps == [4, 8]

@@ -98,6 +98,7 @@ class TrainingConfig(_Section):
     eval_steps: int = Field(500, ge=1)
     save_steps: int | None = Field(None, ge=1)  # defaults to eval_steps
     save_total_limit: int | None = Field(2, ge=1)
+    keep_checkpoints: bool = False  # checkpoints exist to resume; a finished run keeps only model/
     logging_steps: int = Field(50, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     metric_for_best_model: Literal["f1", "accuracy", "loss", "f1_macro"] = "f1"

@@ -331,6 +331,8 @@ def _train_in_run_dir(
         )
         write_model_card(run_dir / "model", cfg, metrics, resolved["resolved"]["model_path"])
         write_json_atomic(run_dir / "metrics.json", metrics)
+        if not cfg.training.keep_checkpoints:
+            shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
     return metrics
 
 
