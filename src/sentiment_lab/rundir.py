@@ -64,9 +64,17 @@ def check_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = F
 
 
 def _check_writable(run: Path) -> None:
+    import tempfile
+
     probe_dir = run if run.exists() else next((p for p in run.parents if p.exists()), Path("."))
-    if not os.access(probe_dir, os.W_OK):
-        raise RunDirError(f"cannot write to {probe_dir} (permission denied); choose another --out")
+    try:  # write a real file: permission bits, read-only mounts and files-in-the-way all fail here
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot write the run folder {run}: {probe_dir} is not writable ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from None
     free = shutil.disk_usage(probe_dir).free
     if free < MIN_FREE_BYTES:
         raise RunDirError(
