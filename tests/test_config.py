@@ -56,6 +56,16 @@ def test_alias_bomb_refused(tmp_path):
         read_yaml(write(tmp_path, "\n".join(lines) + "\n"))
 
 
+def test_recursive_alias_refused(tmp_path):
+    with pytest.raises(ConfigError, match="refers to itself"):
+        read_yaml(write(tmp_path, "a: &a [1, *a]\n"))
+
+
+def test_plain_anchors_still_work(tmp_path):
+    data = read_yaml(write(tmp_path, "base: &b {lr: 1}\nother: *b\n"))
+    assert data == {"base": {"lr": 1}, "other": {"lr": 1}}
+
+
 def test_python_tags_refused(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         read_yaml(write(tmp_path, "x: !!python/object/apply:os.system ['echo hi']\n"))

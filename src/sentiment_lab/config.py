@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sentiment_lab.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_NODES = 100_000  # values after alias expansion; a real config has a few hundred
 
 
 class _Section(BaseModel):
@@ -178,18 +179,46 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if any(line[: len(line) - len(line.lstrip())].count("\t") for line in text.splitlines()):
         raise ConfigError(f"config file {p} indents with tabs; YAML needs spaces")
     try:
-        # yaml.safe_load builds only plain types; aliases are limited by the size check above
-        # and by refusing documents whose expanded form is much larger than their text.
-        data = yaml.safe_load(text)
+        # The safe loader builds only plain types. Aliases are measured on the node graph before anything is
+        # built: a few hundred bytes of nested aliases (billion laughs) would expand to billions of values.
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            if root is not None and expanded_node_count(root) > MAX_CONFIG_NODES:
+                raise ConfigError(
+                    f"config file {p} expands to more than {MAX_CONFIG_NODES} values through YAML aliases "
+                    "(an alias bomb?); refused"
+                )
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of sections (data:, model:, training: ...)")
-    if len(repr(data)) > 20 * MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {p} expands to an enormous document (YAML alias bomb?); refused")
     return data
+
+
+def expanded_node_count(root: yaml.Node) -> int:
+    """How many values a composed YAML document holds once every alias is expanded (memoised: linear time)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if sizes.get(id(node)) == 0:  # still being measured: the node contains itself
+            raise ConfigError("a YAML anchor refers to itself (a recursive alias); configs cannot be recursive")
+        if id(node) not in sizes:
+            sizes[id(node)] = 0
+            if isinstance(node, yaml.SequenceNode):
+                sizes[id(node)] = 1 + sum(size(child) for child in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                sizes[id(node)] = 1 + sum(size(k) + size(v) for k, v in node.value)
+            else:
+                sizes[id(node)] = 1
+        return sizes[id(node)]
+
+    return size(root)
 
 
 def build_config(raw: dict[str, Any], source: str = "(dict)") -> ExperimentConfig:
