@@ -113,3 +113,25 @@ def test_lock_refuses_second_owner(tmp_path):
     with run_lock(tmp_path):  # the owner is dead now: the stale lock is taken over
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
     assert not (tmp_path / ".lock").exists()
+
+
+def test_extra_callbacks_see_every_evaluation_and_can_stop_a_run(tmp_path, tiny_model_dir, imdb_dir):
+    from transformers import TrainerCallback
+
+    class StopAfterFirstEval(TrainerCallback):
+        """What a tuning pruner does: look at the validation metrics, then abort the run."""
+
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seen.append(metrics["eval_f1"])
+            raise KeyboardInterrupt  # any exception leaves through train(), releasing the lock
+
+    callback = StopAfterFirstEval()
+    cfg = build_config(tiny_config(tiny_model_dir, imdb_dir, epochs=2))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", callbacks=[callback])
+    assert len(callback.seen) == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()  # an aborted run never looks finished
+    assert not (tmp_path / "run" / ".lock").exists()

@@ -7,6 +7,7 @@ val_predictions.parquet, metrics.json (last: its presence marks the run finished
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -71,6 +72,14 @@ def resolve_precision(requested: str) -> str:
         log.warning("fp16 needs a CUDA GPU; training in fp32 on this CPU instead")
         return "fp32"
     return requested
+
+
+def is_main_process() -> bool:
+    """True in the process that writes the run folder: the only one, or rank 0 under torchrun / accelerate launch."""
+    from accelerate import PartialState
+
+    # The same state object the Trainer uses (it re-creates it from TrainingArguments); no environment parsing here.
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
 
 
 def _validate_schedule(cfg: ExperimentConfig) -> None:
@@ -224,12 +233,22 @@ weight decay {cfg.training.weight_decay}, precision {metrics["precision"]}, seed
 
 
 def train(
-    cfg: ExperimentConfig, out_dir: str | Path, overwrite: bool = False, splits: DataSplits | None = None
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    splits: DataSplits | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune and evaluate as configured; returns the metrics written to RUN_DIR/metrics.json."""
+    """Fine-tune and evaluate as configured; returns the metrics written to RUN_DIR/metrics.json.
+
+    splits: data already prepared (a sweep or a tuning study reuses it across runs).
+    callbacks: extra `transformers.TrainerCallback`s (e.g. Optuna pruning), added after ours.
+    """
     run_dir = Path(out_dir)
     resume = cfg.training.resume
-    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    main = is_main_process()  # under DDP every rank trains, only rank 0 touches the run folder
+    if main:
+        check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     _validate_schedule(cfg)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
@@ -242,12 +261,14 @@ def train(
     settings = TextSettings.from_config(cfg)
     precision = resolve_precision(cfg.training.precision)
 
-    if overwrite:
+    if overwrite and main:
         reset_run_dir(run_dir)
-    with run_lock(run_dir):
-        handler = _attach_file_log(run_dir)
+    with run_lock(run_dir) if main else contextlib.nullcontext():
+        handler = _attach_file_log(run_dir) if main else logging.NullHandler()
         try:
-            return _train_in_run_dir(cfg, run_dir, splits, tokenizer, model, settings, precision, resume)
+            return _train_in_run_dir(
+                cfg, run_dir, splits, tokenizer, model, settings, precision, resume, callbacks or []
+            )
         finally:
             for name in ("sentiment_lab", "sentiment_lab.steps", "transformers"):
                 logging.getLogger(name).removeHandler(handler)
@@ -263,6 +284,7 @@ def _train_in_run_dir(
     settings: TextSettings,
     precision: str,
     resume: bool,
+    extra_callbacks: list[Any],
 ) -> dict[str, Any]:
     resolved = config_to_dict(cfg)
     resolved["resolved"] = {
@@ -275,7 +297,8 @@ def _train_in_run_dir(
         "cleaning": splits.cleaning,
         "environment": environment_info(),
     }
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if is_main_process():
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     log.info("run %s: train %d, val %d, test %d reviews", run_dir, len(splits.train), len(splits.val), len(splits.test))
 
     train_ds = tokenize_frame(splits.train, tokenizer, settings)
@@ -294,9 +317,12 @@ def _train_in_run_dir(
             None,
         )
 
-    callbacks: list[Any] = [TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard"))), LogToFileCallback()]
+    callbacks: list[Any] = [LogToFileCallback()]
+    if is_main_process():  # a SummaryWriter creates its event file at once: one writer, one file
+        callbacks.insert(0, TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard"))))
     if cfg.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+    callbacks.extend(extra_callbacks)
     trainer = Trainer(
         model=model,
         args=build_training_arguments(cfg, run_dir, precision),
@@ -314,7 +340,8 @@ def _train_in_run_dir(
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     history = history_frame(trainer.state.log_history)
-    write_csv_atomic(run_dir / "history.csv", history)
+    if trainer.is_world_process_zero():
+        write_csv_atomic(run_dir / "history.csv", history)
 
     best_step = trainer.state.best_global_step or trainer.state.global_step
     metrics: dict[str, Any] = {}
