@@ -1,0 +1,115 @@
+"""Analysis commands: report (the study report of a run), explain (attributions for any text), compare (runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sentiment_lab.cli import command, format_table
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register report, explain and compare."""
+    p = sub.add_parser("report", help="HTML study report of a run: data, training, metrics, calibration, errors")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--explanations", type=int, default=6, help="reviews explained with integrated gradients (0: none)")
+    p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps per review")
+    p.add_argument("--target-accuracy", type=float, default=0.97, help="accuracy the abstention threshold must reach")
+    p.add_argument(
+        "--no-store",
+        action="store_true",
+        help="do not write temperature/threshold into RUN_DIR/model/sentiment_lab.json",
+    )
+    p.add_argument("--no-label-noise", action="store_true", help="skip confident learning on the train split")
+
+    p = sub.add_parser("explain", help="token attributions and [CLS] attention for texts (HTML + PNG)")
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--out", default="explanations", help="output folder (default: ./explanations)")
+    p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps")
+
+    p = sub.add_parser("compare", help="compare runs on the same test set: CIs, McNemar, paired bootstrap")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="output folder (default: <parent of the first run>/comparison)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+
+
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from sentiment_lab.report import build_report
+
+    a = build_report(
+        args.run_dir,
+        n_explanations=args.explanations,
+        ig_steps=args.ig_steps,
+        target_accuracy=args.target_accuracy,
+        store_calibration=not args.no_store,
+        label_noise=not args.no_label_noise,
+    )
+    m = a["metrics"]
+    print(
+        f"test accuracy {m['ci']['accuracy']['estimate']:.4f} "
+        f"[{m['ci']['accuracy']['low']:.4f}, {m['ci']['accuracy']['high']:.4f}], "
+        f"F1 {m['ci']['f1']['estimate']:.4f} [{m['ci']['f1']['low']:.4f}, {m['ci']['f1']['high']:.4f}] (95% bootstrap)"
+    )
+    k = a["confidence"].get("calibration")
+    if k:
+        t = k["test"]
+        print(
+            f"temperature {k['temperature']:.3f}: test ECE {100 * t['ece_before']:.2f} -> {100 * t['ece_after']:.2f} "
+            f"points, NLL {t['nll_before']:.4f} -> {t['nll_after']:.4f}"
+        )
+        ab = k["abstention_test"]
+        if ab["threshold"] is not None:
+            print(
+                f"abstain below {100 * ab['threshold']:.1f}% confidence: coverage {100 * ab['coverage']:.1f}%, "
+                f"accuracy {100 * ab['accuracy_kept']:.1f}%, {100 * ab['to_review']:.1f}% to human review"
+            )
+        else:
+            print(f"no threshold reaches {100 * k['target_accuracy']:.0f}% accuracy on validation")
+    rows = [
+        [
+            r["label"],
+            r["n"],
+            r["errors"],
+            r["error_rate"] if r["error_rate"] is not None else "-",
+            f"{r['fisher_p']:.2g}" if r["fisher_p"] is not None else "-",
+        ]
+        for r in a["errors"]["tag_table"]
+    ]
+    print(format_table(rows, ["tag", "reviews", "errors", "error rate", "Fisher p"]))
+    print(f"report: {args.run_dir}/report.html (analysis.json, figures/) in {a['seconds']['total']:.1f} s")
+    return 0
+
+
+@command("explain")
+def _explain(args: argparse.Namespace) -> int:
+    from sentiment_lab.analysis.explain import explain
+
+    result = explain(args.model, args.texts, args.out, args.ig_steps)
+    for i, e in enumerate(result["explanations"], 1):
+        top = ", ".join(f"{w} ({v:+.2f})" for w, v in e["top_tokens"]["for"][:5])
+        print(f"text {i}: {e['pred_name']} ({100 * e['confidence']:.1f}%); strongest evidence: {top}")
+    print(f"explanations: {result['out_dir']}/explanation.html")
+    return 0
+
+
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from sentiment_lab.compare import compare_runs
+
+    c = compare_runs(args.run_dirs, args.out, alpha=args.alpha)
+    rows = [
+        [
+            r["run"],
+            f"{r['accuracy']['estimate']:.4f} [{r['accuracy']['low']:.4f}, {r['accuracy']['high']:.4f}]",
+            f"{r['f1']['estimate']:.4f} [{r['f1']['low']:.4f}, {r['f1']['high']:.4f}]",
+            f"{r['train_runtime_s']:.0f}" if r["train_runtime_s"] is not None else "-",
+        ]
+        for r in c["runs"]
+    ]
+    print(format_table(rows, ["run", "accuracy [95% CI]", "F1 [95% CI]", "train s"]))
+    for p in c["pairs"]:
+        test = p["mcnemar"]
+        print(f"{p['a']} vs {p['b']}: McNemar p = {test['p_value']:.3g} (Holm {test['p_holm']:.3g}); {p['verdict']}")
+    print(f"comparison: {c['out_dir']}/comparison.html (comparison.json)")
+    return 0
