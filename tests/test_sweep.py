@@ -1,0 +1,238 @@
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import sentiment_lab.training
+from conftest import tiny_config
+from sentiment_lab.cli import main
+from sentiment_lab.rundir import complete_checkpoints
+from sentiment_lab.sweep import SweepError, grid_variants, load_sweep, plan_sweep, run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, imdb_sample):
+    """A 300/100 train/test Parquet folder: reading it is instant, unlike the full IMDb copy."""
+    folder = tmp_path_factory.mktemp("small-imdb")
+    imdb_sample.iloc[:300].to_parquet(folder / "train.parquet")
+    imdb_sample.iloc[300:].to_parquet(folder / "test.parquet")
+    return folder
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def tiny_sweep(tmp_path: Path, model_dir: Path, data_dir: Path) -> Path:
+    base = tiny_config(model_dir, data_dir, epochs=2, keep_checkpoints=True, save_total_limit=None)
+    base["evaluation"] = {"baselines": False}
+    write_yaml(tmp_path / "base.yaml", base)
+    sweep = {
+        "name": "tiny-lr",
+        "base": "base.yaml",
+        "grid": {"training.learning_rate": [1.0e-3, 3.0e-4]},
+        "seeds": [0, 1],
+    }
+    return write_yaml(tmp_path / "sweep.yaml", sweep)
+
+
+def test_sweep_interrupt_skip_resume_and_config_drift(tmp_path, tiny_model_dir, small_data, monkeypatch):
+    sweep_file = tiny_sweep(tmp_path, tiny_model_dir, small_data)
+    out = tmp_path / "out"
+    real_train = sentiment_lab.training.train
+    calls = []
+
+    def train_then_interrupt(cfg, run_dir, **kw):
+        calls.append(Path(run_dir).name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third run
+        return real_train(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(sentiment_lab.training, "train", train_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep_file, out)
+    index = json.loads((out / "sweep.json").read_text())
+    assert [r["status"] for r in index["runs"]] == ["trained", "trained", "interrupted", "pending"]
+    assert [r["name"] for r in index["runs"]] == [
+        "learning_rate=0.001-seed0",
+        "learning_rate=0.001-seed1",
+        "learning_rate=0.0003-seed0",
+        "learning_rate=0.0003-seed1",
+    ]
+    monkeypatch.setattr(sentiment_lab.training, "train", real_train)
+
+    # The second run "dies" after its first checkpoint: no metrics.json, no model, only checkpoint of epoch 1.
+    killed = out / "learning_rate=0.001-seed1"
+    ckpts = complete_checkpoints(killed)
+    assert len(ckpts) == 2
+    (killed / "metrics.json").unlink()
+    shutil.rmtree(killed / "model")
+    shutil.rmtree(ckpts[-1])
+    first = out / "learning_rate=0.001-seed0" / "metrics.json"
+    first_mtime = first.stat().st_mtime_ns
+
+    index = run_sweep(sweep_file, out)
+    assert [r["status"] for r in index["runs"]] == ["skipped", "resumed", "trained", "trained"]
+    assert first.stat().st_mtime_ns == first_mtime  # the finished run was not touched
+    resumed = json.loads((killed / "metrics.json").read_text())
+    assert resumed["resumed_from"] == ckpts[0].name
+    assert resumed["global_step"] == 2 * int(ckpts[0].name.split("-")[1])
+    for run in index["runs"]:
+        cfg = yaml.safe_load((out / run["run_dir"] / "config.yaml").read_text())
+        assert cfg["training"]["seed"] == run["seed"]
+        assert cfg["training"]["learning_rate"] == float(run["name"].split("=")[1].split("-seed")[0])
+        assert run["metrics"]["test_n"] == 64
+    summary = {s["variant"]: s for s in index["summary"]}
+    assert set(summary) == {"learning_rate=0.001", "learning_rate=0.0003"}
+    for s in summary.values():
+        assert s["seeds"] == 2
+        assert 0.0 <= s["test_accuracy_mean"] <= 1.0
+        assert s["test_accuracy_std"] is not None and s["params_trainable"] > 0
+    assert index["comparison"] == "comparison.html" and (out / "comparison.html").is_file()
+    table = (out / "sweep.md").read_text()
+    assert "learning_rate=0.0003" in table and "±" in table
+
+    # Nothing left to do: a third run trains nothing.
+    monkeypatch.setattr(sentiment_lab.training, "train", lambda *a, **k: pytest.fail("trained a finished run"))
+    index = run_sweep(sweep_file, out)
+    assert {r["status"] for r in index["runs"]} == {"skipped"}
+
+    # Editing the base config under finished runs is refused, naming the key that changed.
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["tokenization"]["max_length"] = 32
+    write_yaml(tmp_path / "base.yaml", base)
+    with pytest.raises(SweepError, match=r"tokenization\.max_length"):
+        run_sweep(sweep_file, out)
+
+
+def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_dir, small_data, monkeypatch):
+    sweep_file = tiny_sweep(tmp_path, tiny_model_dir, small_data)
+    seen = []
+
+    def flaky_train(cfg, run_dir, **kw):
+        seen.append(Path(run_dir).name)
+        if len(seen) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # the others "run" without training
+
+    monkeypatch.setattr(sentiment_lab.training, "train", flaky_train)
+    index = run_sweep(sweep_file, tmp_path / "out")
+    assert len(seen) == 4
+    assert index["runs"][0]["status"] == "failed"
+    assert "out of memory" in index["runs"][0]["error"]
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["runs"][0]["status"] == "failed"
+
+
+def test_grid_names_and_override_order(tmp_path, tiny_model_dir, small_data):
+    variants = grid_variants({"model.llrd": [None, 0.95], "model.dropout": [0.1, 0.3]})
+    assert [v.name for v in variants] == [
+        "llrd=off_dropout=0.1",
+        "llrd=off_dropout=0.3",
+        "llrd=0.95_dropout=0.1",
+        "llrd=0.95_dropout=0.3",
+    ]
+    base = tiny_config(tiny_model_dir, small_data)
+    write_yaml(tmp_path / "base.yaml", base)
+    sweep = {
+        "name": "order",
+        "base": "base.yaml",
+        "set": {"tokenization.max_length": 48, "training.epochs": 3},
+        "variants": [{"name": "a", "set": {"tokenization.max_length": 40}}],
+        "seeds": [7],
+        "quick": {"set": {"tokenization.max_length": 32, "training.epochs": 1}},
+    }
+    write_yaml(tmp_path / "sweep.yaml", sweep)
+    _, _, runs = plan_sweep(tmp_path / "sweep.yaml", tmp_path / "o", overrides=["training.batch_size=4"])
+    cfg = runs[0].config
+    assert (cfg.tokenization.max_length, cfg.training.epochs, cfg.training.batch_size) == (40, 3.0, 4)
+    assert cfg.training.seed == 7 and runs[0].run_dir == tmp_path / "o" / "a-seed7"
+    _, out, runs = plan_sweep(tmp_path / "sweep.yaml", quick=True)
+    assert out == Path("runs/sweeps/order-quick")
+    assert (runs[0].config.tokenization.max_length, runs[0].config.training.epochs) == (40, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"name": "x", "base": "base.yaml", "seeds": [1]}, "give `variants:`"),
+        ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [1]}, "variants": [{"name": "a"}]}, "not both"),
+        ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [1]}, "seed": [1]}, "'seed': unknown key"),
+        ({"name": "x", "base": "missing.yaml", "grid": {"training.epochs": [1]}}, "base config 'missing.yaml'"),
+        ({"name": "x", "base": "base.yaml", "grid": {"training.learnig_rate": [1e-3]}}, "learnig_rate"),
+        ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [-1]}}, "training.epochs"),
+        ({"name": "x", "base": "base.yaml", "variants": [{"name": "a b"}]}, "may contain only"),
+    ],
+)
+def test_bad_sweep_files_name_the_problem(tmp_path, sweep, message):
+    write_yaml(tmp_path / "base.yaml", {"name": "b"})
+    write_yaml(tmp_path / "sweep.yaml", sweep)
+    with pytest.raises(SweepError, match=message):
+        plan_sweep(tmp_path / "sweep.yaml")
+
+
+def test_quick_without_quick_section_and_cli_errors(tmp_path, capsys):
+    write_yaml(tmp_path / "base.yaml", {"name": "b"})
+    write_yaml(tmp_path / "sweep.yaml", {"name": "x", "base": "base.yaml", "grid": {"training.epochs": [1]}})
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--quick", "--dry-run"]) == 2
+    assert "has no `quick:` section" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    assert "epochs=1-seed42" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+SHIPPED = {
+    "seed-distilbert-3configs.yaml": 9,
+    "ablation-lr.yaml": 12,
+    "ablation-maxlen.yaml": 12,
+    "ablation-batch.yaml": 9,
+    "ablation-epochs.yaml": 12,
+    "ablation-freeze.yaml": 9,
+    "ablation-llrd.yaml": 12,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_sweeps_plan_full_and_quick(name):
+    path = REPO / "sweeps" / name
+    spec = load_sweep(path)
+    _, _, full = plan_sweep(path)
+    assert len(full) == SHIPPED[name]
+    assert {r.config.model.name for r in full} == {"distilbert"}
+    _, _, quick = plan_sweep(path, quick=True)
+    assert len(quick) == SHIPPED[name] // len(spec.seeds)
+    for run in quick:
+        assert run.config.model.name == "minilm-l6"
+        assert run.config.data.max_train <= 500 and run.config.tokenization.padding == "dynamic"
+    # The quick mode keeps what the sweep ablates.
+    ablated = {name: [r.config for r in quick]}
+    if name == "ablation-maxlen.yaml":
+        cfgs = ablated[name]
+        assert [(c.tokenization.max_length, c.tokenization.truncation) for c in cfgs] == [
+            (128, "head"),
+            (256, "head"),
+            (512, "head"),
+            (512, "head_tail"),
+        ]
+    if name == "seed-distilbert-3configs.yaml":
+        recipe = [(c.training.learning_rate, c.training.batch_size, c.training.epochs) for c in ablated[name]]
+        assert recipe == [(2e-5, 16, 3.0), (5e-5, 16, 3.0), (3e-5, 8, 4.0)]
+    if name == "ablation-freeze.yaml":
+        assert [c.model.freeze_layers for c in ablated[name]] == [0, 2, 4]
+
+
+def test_summary_of_index_has_no_nan(tmp_path):
+    from sentiment_lab.sweep import summarize
+
+    records = [
+        {"variant": "a", "seed": 1, "metrics": {"val_f1": 0.5, "test_accuracy": 0.6, "test_f1": 0.7}},
+        {"variant": "b", "seed": 1},
+    ]
+    frame = pd.DataFrame(summarize([{**r, "metrics": {**r.get("metrics", {})}} for r in records]))
+    assert list(frame["variant"]) == ["a"]
+    assert frame.loc[0, "test_accuracy_std"] is None
