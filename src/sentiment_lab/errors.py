@@ -19,3 +19,7 @@ class ModelError(SentimentLabError):
 
 class RunDirError(SentimentLabError):
     """The run folder cannot be used (already finished, locked, unwritable)."""
+
+
+class InputError(SentimentLabError):
+    """A text given for prediction is unusable (empty, whitespace only, not a string)."""

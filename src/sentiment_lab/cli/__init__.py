@@ -73,7 +73,7 @@ def add_config_args(p: argparse.ArgumentParser, config_required: bool = True) ->
     p.add_argument("--data", help="data folder or file (replaces data.path; e.g. ../shared/data/imdb)")
 
 
-SECTIONS = ("core",)
+SECTIONS = ("core", "deploy", "experiments", "analysis", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

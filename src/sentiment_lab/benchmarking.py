@@ -1,0 +1,183 @@
+"""`sentiment-lab bench`: throughput, latency and accuracy of each inference backend on the same IMDb reviews.
+
+Throughput is end to end (tokenization included) at a fixed batch size; latency is one review per call,
+the serving case. Every backend predicts the same reviews, so accuracies and agreement compare directly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentiment_lab.errors import ConfigError, DataError, ModelError
+from sentiment_lab.inference import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, Predictor
+
+BACKEND_NAMES = ("torch", "onnx", "onnx-int8")  # torch fp32, ONNX Runtime fp32, ONNX Runtime INT8
+
+
+def available_backends(model_dir: Path) -> list[str]:
+    """The backends a model folder can run: torch always, ONNX ones once exported."""
+    names = ["torch"]
+    if (model_dir / ONNX_DIR / ONNX_FILE).is_file():
+        names.append("onnx")
+    if (model_dir / ONNX_DIR / ONNX_INT8_FILE).is_file():
+        names.append("onnx-int8")
+    return names
+
+
+def measure_backend(
+    predictor: Predictor, texts: list[str], labels: np.ndarray, latency_n: int, warmup: int = 3
+) -> dict[str, Any]:
+    """Reviews/s over all texts in the predictor's batches, batch-1 latency percentiles, accuracy."""
+    predictor.logits(texts[: predictor.batch_size])  # warm-up: allocators, thread pools, lazy init
+    start = time.perf_counter()
+    logits = predictor.logits(texts)
+    elapsed = time.perf_counter() - start
+    for text in texts[:warmup]:
+        predictor.logits([text])
+    latencies = []
+    for text in texts[:latency_n]:
+        t0 = time.perf_counter()
+        predictor.logits([text])
+        latencies.append(1000 * (time.perf_counter() - t0))
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else (np.nan,) * 3
+    preds = logits.argmax(axis=-1) if predictor.positive_index == 1 else 1 - logits.argmax(axis=-1)
+    return {
+        "reviews_per_s": len(texts) / elapsed,
+        "seconds": elapsed,
+        "latency_ms": {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(np.mean(latencies))},
+        "accuracy": float(np.mean(preds == labels)),
+        "preds": preds,
+    }
+
+
+def bench(
+    model_dir: str | Path,
+    n: int = 256,
+    latency_n: int = 100,
+    batch_size: int = 32,
+    backends: list[str] | None = None,
+    long_text: str = "truncate",
+    data_path: str | Path | None = None,
+    out: str | Path | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Benchmark every available backend (or `backends`) on n IMDb test reviews; writes and returns the results.
+
+    threads: intra-op threads of torch and ONNX Runtime alike (default: torch's current count).
+    """
+    import torch
+
+    from sentiment_lab.evaluation import locate_model
+    from sentiment_lab.export import held_out_reviews
+    from sentiment_lab.io import write_json_atomic
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be positive, got {threads}")
+    if n < 1 or latency_n < 0:
+        raise ConfigError(f"n must be positive and latency_n non-negative (got n={n}, latency_n={latency_n})")
+    folder, run_dir = locate_model(model_dir)
+    available = available_backends(folder)
+    chosen = backends or available
+    for name in chosen:
+        if name not in BACKEND_NAMES:
+            raise ConfigError(f"unknown backend {name!r}; use some of {', '.join(BACKEND_NAMES)}")
+        if name not in available:
+            flag = " --quantize int8" if name == "onnx-int8" else ""
+            raise ModelError(f"{name} is not exported for {folder}; run: sentiment-lab export {model_dir} --onnx{flag}")
+    reviews = held_out_reviews(n, data_path)
+    if reviews is None:
+        raise DataError("bench needs the IMDb test reviews: pass --data /path/to/imdb or set IMDB_DIR")
+    texts, labels = reviews["text"].tolist(), reviews["label"].to_numpy()
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        results = _bench_backends(folder, chosen, texts, labels, latency_n, batch_size, long_text)
+    finally:
+        torch.set_num_threads(previous_threads)
+    target = Path(out) if out else (run_dir or folder) / "bench.json"
+    write_json_atomic(target, results)
+    results["out"] = str(target)
+    return results
+
+
+def _bench_backends(
+    folder: Path,
+    chosen: list[str],
+    texts: list[str],
+    labels: np.ndarray,
+    latency_n: int,
+    batch_size: int,
+    long_text: str,
+) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    results: dict[str, Any] = {
+        "model_dir": str(folder),
+        "n": len(texts),
+        "latency_n": min(latency_n, len(texts)),
+        "batch_size": batch_size,
+        "long_text": long_text,
+        "threads": torch.get_num_threads(),
+        # A busy shared machine distorts timings: the load average says how busy it was.
+        "machine": {"cpu": _cpu_name(), "python": platform.python_version(), "load_1m": os.getloadavg()[0]},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "backends": {},
+    }
+    reference = None
+    for name in chosen:
+        start = time.perf_counter()
+        predictor = Predictor.load(
+            folder,
+            backend="torch" if name == "torch" else "onnx",
+            batch_size=batch_size,
+            long_text=long_text,
+            quantized=name == "onnx-int8",
+        )
+        load_s = time.perf_counter() - start
+        measured = measure_backend(predictor, texts, labels, latency_n)
+        preds = measured.pop("preds")
+        reference = preds if reference is None else reference
+        measured["agreement_with_first"] = float(np.mean(preds == reference))
+        measured["load_s"] = load_s
+        results["backends"][name] = measured
+        results["max_length"] = predictor.settings.max_length
+    return results
+
+
+def bench_table(results: dict[str, Any]) -> str:
+    """The results as a text table, one row per backend."""
+    from sentiment_lab.cli import format_table
+
+    rows = [
+        [
+            name,
+            f"{m['reviews_per_s']:.1f}",
+            f"{m['latency_ms']['p50']:.1f}",
+            f"{m['latency_ms']['p95']:.1f}",
+            f"{m['latency_ms']['p99']:.1f}",
+            m["accuracy"],
+            f"{100 * m['agreement_with_first']:.1f}%",
+        ]
+        for name, m in results["backends"].items()
+    ]
+    batch = results["batch_size"]
+    headers = ["backend", f"reviews/s (b{batch})", "p50 ms", "p95 ms", "p99 ms", "accuracy", "agrees w/ first"]
+    return format_table(rows, headers)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
