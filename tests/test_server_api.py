@@ -305,3 +305,94 @@ def test_bad_settings_and_taken_ports_are_clear_errors() -> None:
             bind_socket("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+# Hostile input -------------------------------------------------------------------------------------------------------
+
+
+def test_a_1_mb_text_and_10000_tiny_texts_are_refused_with_the_limit_named() -> None:
+    one_mb = "x" * 2**20
+    with client_for(max_wait_ms=0) as client:  # the default limits
+        huge = client.post("/v1/predict", json={"texts": [one_mb]})
+        huge_explain = client.post("/v1/explain", json={"text": one_mb})
+        many = client.post("/v1/predict", json={"texts": ["ok"] * 10_000})
+    assert huge.status_code == 413 and "max_body_bytes=1048576" in huge.json()["detail"]
+    assert huge_explain.status_code == 413
+    assert many.status_code == 422
+    assert many.json()["detail"] == "10000 texts in one request; the limit is max_texts=64 (split the request)"
+    with client_for(max_body_bytes=4 * 2**20) as client:  # a body limit that lets it through: max_chars stops it
+        long = client.post("/v1/predict", json={"texts": ["fine", one_mb]})
+    assert long.status_code == 422
+    assert long.json()["detail"].startswith("text 1 has 1048576 characters; the limit is max_chars=20000")
+
+
+def test_validation_errors_are_one_line_problems_without_the_input() -> None:
+    with client_for() as client:
+        r = client.post("/v1/predict", json={"texts": [{"secret": "s3cret"}, 2], "extra": 1})
+        missing = client.post("/v1/predict")
+    assert r.status_code == 422 and missing.status_code == 422
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and list(r.json()) == ["detail"]  # the schema's Problem, as every error
+    assert "body.texts.0: Input should be a valid string" in detail and "body.extra" in detail
+    assert "s3cret" not in detail  # never echoes what was sent
+    assert missing.json()["detail"].startswith("invalid request: body: Field required")
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b'{"texts": ["caf\xe9"]}', "not valid JSON: it is not UTF-8 text"),  # latin-1
+        (b'{"texts": ["caf\xc3"]}', "not valid JSON: it is not UTF-8 text"),  # a cut multi-byte sequence
+        (b'{"texts": ["\xed\xa0\x80"]}', "text 0 holds a lone surrogate (U+D800)"),  # a surrogate as UTF-8 bytes
+    ],
+    ids=["latin-1", "truncated-utf8", "encoded-surrogate"],
+)
+def test_a_body_that_is_not_utf8_is_422(body: bytes, fragment: str) -> None:
+    with client_for() as client:
+        r = client.post("/v1/predict", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert fragment in r.json()["detail"]
+
+
+HOSTILE_TEXTS = {
+    "control characters": "a\x00b\x07c\x1b[31m red \x7f\r\n end",
+    "RTL and emoji": "\u202eمرحبا بالعالم\u202c שלום 😀👍🏽 fine",
+    "zero-width and BOM": "\ufeff\u200b\u200d good \u2060",
+    "HTML and script": '<script>alert("x")</script><img src=x onerror=alert(1)> a film',
+    "combining marks": "Z\u0351\u0352\u0353\u0354a\u0300\u0301l\u0302g\u0303o\u0304",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_client(tiny_model_dir: Path) -> Any:
+    from sentiment_lab.inference import Predictor
+    from sentiment_lab.server.app import model_explainer
+
+    predictor = Predictor.load(tiny_model_dir)
+    app = create_app(predictor.predict, ServerSettings(max_wait_ms=0), predictor.info(), model_explainer(predictor))
+    with TestClient(app) as client:
+        yield client
+
+
+def test_control_rtl_emoji_and_markup_texts_are_labelled(tiny_client: TestClient) -> None:
+    texts = list(HOSTILE_TEXTS.values())
+    r = tiny_client.post("/v1/predict", json={"texts": texts})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert len(preds) == len(texts) and {p["label"] for p in preds} <= {"NEGATIVE", "POSITIVE"}
+    assert all(0.0 <= p["prob_pos"] <= 1.0 for p in preds)
+    e = tiny_client.post("/v1/explain", json={"text": HOSTILE_TEXTS["RTL and emoji"]})
+    assert e.status_code == 200 and all(math.isfinite(w["score"]) for w in e.json()["words"])
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+def test_a_lone_surrogate_is_422_not_a_model_crash(tiny_client: TestClient, path: str) -> None:
+    # Valid JSON ("\ud800" is a legal escape) that decodes to no character; the tokenizer raises on it.
+    body = b'{"texts": ["fine", "bad \\ud800 text"]}' if path == "/v1/predict" else b'{"text": "bad \\udc00"}'
+    r = tiny_client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert "lone surrogate" in r.json()["detail"]
+    if path == "/v1/predict":
+        assert r.json()["detail"].startswith("text 1 holds a lone surrogate (U+D800) at character 4")
+    ok = tiny_client.post("/v1/predict", json={"texts": ["fine"]})
+    assert ok.status_code == 200  # the server keeps serving

@@ -25,7 +25,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -151,7 +153,7 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> J
 
 
 def check_predict_texts(texts: list[str], settings: ServerSettings) -> str | None:
-    """The 422 message for the first limit `texts` break (count, length, empty), else None."""
+    """The 422 message for the first limit `texts` break (count, length, empty, invalid Unicode), else None."""
     if not texts:
         return 'texts is empty; send at least one text: {"texts": ["a review"]}'
     if len(texts) > settings.max_texts:
@@ -161,7 +163,30 @@ def check_predict_texts(texts: list[str], settings: ServerSettings) -> str | Non
             return f"text {i} has {len(text)} characters; the limit is max_chars={settings.max_chars} (shorten it)"
         if not text.strip():
             return f"text {i} is empty or whitespace only; remove it or give the review's text"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # JSON may escape a lone UTF-16 surrogate ("\ud800"): valid JSON, but no character (the tokenizer
+            # refuses it), so it is named here rather than failing the batch as a 500.
+            return (
+                f"text {i} holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}, which is "
+                "not a Unicode character; send valid UTF-8 text"
+            )
     return None
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """One line for FastAPI's body validation errors (the schema's Problem has a string detail)."""
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ())) or "body"
+        problem = f"{where}: {e.get('msg', 'invalid')}"
+        reason = (e.get("ctx") or {}).get("error")
+        if e.get("type") == "json_invalid" and reason:
+            problem += f" ({reason})"
+        problems.append(problem)
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    return f"invalid request: {shown}. The API is described at /docs"
 
 
 # Metrics -------------------------------------------------------------------------------------------------------------
@@ -345,6 +370,21 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
 
+    # Every error body is a Problem ({"detail": "..."}), as the schema says: FastAPI's own 422 body is a list.
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _error(422, describe_validation_error(exc))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body that is not UTF-8 with a bare 400 "error parsing the body".
+            return _error(422, f"the request body is not valid JSON: it is not UTF-8 text ({exc.__cause__.reason})")
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
     bearer = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
 
@@ -441,6 +481,9 @@ def create_app(
             return _error(504, f"no answer within request_timeout_s={settings.request_timeout_s:g} s")
         except InputError as exc:
             return _error(422, str(exc))
+        except Exception:
+            log.exception("explanation failed")  # details go to the server log, not to the client
+            return _error(500, "explanation failed; the server log has the details")
 
     @app.get("/v1/model", dependencies=secured, responses=errors, tags=["model"])
     async def model() -> dict[str, Any]:
@@ -574,6 +617,7 @@ def serve(
     batch_size: int = 32,
     long_text: str = "truncate",
     review_threshold: float | None = None,
+    allow_pickle: bool = False,
     api_key: str | None = None,
     allow_public: bool = False,
     explain: bool = True,
@@ -603,6 +647,7 @@ def serve(
         long_text=long_text,
         review_threshold=review_threshold,
         quantized=quantized,
+        allow_pickle=allow_pickle,
     )
     explainer = model_explainer(predictor) if explain else None
     app = create_app(predictor.predict, settings, predictor.info(), explainer)
