@@ -94,3 +94,47 @@ def test_remote_code_refused(tiny_model_dir, tmp_path):
 def test_folder_without_config(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         load_classifier(tmp_path)
+
+
+def test_pickle_weights_load_with_allow_pickle(tiny_model_dir, tmp_path):
+    import torch
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    reference = load_classifier(folder).state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(reference, folder / "pytorch_model.bin")  # a real pickle this time
+    with pytest.raises(ModelError, match="--allow-pickle"):
+        load_classifier(folder)
+    loaded = load_classifier(folder, allow_pickle=True).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
+
+
+def test_cli_accepts_allow_pickle(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    from sentiment_lab.cli import main
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.save(load_classifier(folder).state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    assert main(["predict", str(folder), "A fine film."]) == 2
+    assert "--allow-pickle" in capsys.readouterr().err
+    assert main(["predict", str(folder), "A fine film.", "--allow-pickle"]) == 0
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def test_model_folder_without_tokenizer_is_refused(tiny_model_dir, tmp_path):
+    from sentiment_lab.inference import Predictor
+
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, folder)
+    for name in TOKENIZER_FILES:
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(ModelError, match="tokenizer"):
+        load_tokenizer(str(folder))
+    with pytest.raises(ModelError, match="tokenizer"):
+        Predictor.load(folder)

@@ -46,10 +46,12 @@ def evaluate_model(
     data_path: str | None = None,
     out_dir: str | Path | None = None,
     batch_size: int = 64,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Predict the test split with a saved model; write metrics.json and predictions.parquet to out_dir.
 
     The data config comes from `config`, else the run folder's config.yaml, else the defaults (IMDb).
+    allow_pickle: load `.bin` pickle weights when the folder has no safetensors (trusted sources only).
     """
     model_dir, run_dir = locate_model(model_or_run)
     if config or run_dir is None:
@@ -65,7 +67,7 @@ def evaluate_model(
     out = Path(out_dir) if out_dir else (run_dir / "evaluation" if run_dir else Path("runs") / f"eval-{model_dir.name}")
     splits = prepare_data(cfg.data)
     tokenizer = load_tokenizer(str(model_dir))
-    model = load_classifier(model_dir)
+    model = load_classifier(model_dir, allow_pickle=allow_pickle)
     settings = load_text_settings(model_dir, tokenizer)
     start = time.perf_counter()
     logits = compute_logits(model, tokenizer, splits.test["text"].tolist(), settings, batch_size, progress=True)

@@ -250,6 +250,7 @@ class Predictor:
         quantized: bool = False,
         stride: int | None = None,
         threads: int | None = None,
+        allow_pickle: bool = False,
     ) -> Predictor:
         """Load a model folder (or a run folder's model/) for prediction.
 
@@ -259,6 +260,7 @@ class Predictor:
         review_threshold: needs_review when the top probability is below it; default the folder's calibrated
         `abstain_threshold`, else 0.70.
         threads: ONNX Runtime intra-op threads (default: torch's thread count).
+        allow_pickle: load `.bin` pickle weights when the folder has no safetensors (only for trusted sources).
         """
         from transformers import AutoConfig
 
@@ -305,7 +307,7 @@ class Predictor:
             runner = onnx_runner(onnx_file, threads)
             config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
         else:
-            model = load_classifier(folder)
+            model = load_classifier(folder, allow_pickle=allow_pickle)
             runner = torch_runner(model)
             config = model.config
         labels, positive = _label_order(config)

@@ -61,13 +61,24 @@ def _load_error(name: str, exc: Exception) -> ModelError:
     )
 
 
+# A folder needs one of these to have a real vocabulary; without them transformers 5 quietly builds a 5-token
+# tokenizer from config.json alone, every word becomes [UNK] and every prediction is meaningless.
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name: str) -> Any:
     """Load the tokenizer of a model id or folder."""
     from transformers import AutoTokenizer
 
     resolved = resolve_model_name(name)
     if Path(resolved).is_dir():
-        _check_local_folder(Path(resolved), allow_pickle=True)
+        folder = Path(resolved)
+        _check_local_folder(folder, allow_pickle=True)
+        if not any((folder / f).is_file() for f in TOKENIZER_VOCAB_FILES):
+            raise ModelError(
+                f"model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_VOCAB_FILES)}); save the "
+                "tokenizer next to the weights (tokenizer.save_pretrained(folder)) or copy it from the base model"
+            )
     try:
         return AutoTokenizer.from_pretrained(resolved, trust_remote_code=False)
     except Exception as exc:
@@ -94,8 +105,10 @@ def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
         )
         if cfg.dropout is not None:
             _set_dropout(config, cfg.dropout)
+        # dtype: transformers 5 defaults to "auto" (the checkpoint's dtype); training keeps fp32 master weights
+        # and autocast decides the compute precision.
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, trust_remote_code=False, use_safetensors=not allow_pickle or None
+            name, config=config, trust_remote_code=False, use_safetensors=not allow_pickle or None, dtype=torch.float32
         )
     except Exception as exc:
         raise _load_error(cfg.name, exc) from None
@@ -112,7 +125,7 @@ def load_classifier(model_dir: str | Path, allow_pickle: bool = False) -> nn.Mod
         _check_local_folder(folder, allow_pickle)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), trust_remote_code=False, use_safetensors=not allow_pickle or None
+            str(model_dir), trust_remote_code=False, use_safetensors=not allow_pickle or None, dtype=torch.float32
         )
     except Exception as exc:
         raise _load_error(str(model_dir), exc) from None

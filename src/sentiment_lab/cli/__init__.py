@@ -73,6 +73,15 @@ def add_config_args(p: argparse.ArgumentParser, config_required: bool = True) ->
     p.add_argument("--data", help="data folder or file (replaces data.path; e.g. ../shared/data/imdb)")
 
 
+def add_allow_pickle_arg(p: argparse.ArgumentParser) -> None:
+    """--allow-pickle for commands that load a model folder."""
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load .bin pickle weights when the folder has no safetensors (pickles can run code: trusted sources only)",
+    )
+
+
 SECTIONS = ("core", "deploy", "experiments", "analysis", "serve")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sentiment_lab.cli import add_config_args, command, format_table, metrics_table
+from sentiment_lab.cli import add_allow_pickle_arg, add_config_args, command, format_table, metrics_table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, config_required=False)
     p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
     p.add_argument("--batch-size", type=int, default=64)
+    add_allow_pickle_arg(p)
 
     p = sub.add_parser("baseline", help="majority-class and TF-IDF + logistic regression baselines")
     add_config_args(p, config_required=False)
@@ -58,7 +59,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from sentiment_lab.evaluation import evaluate_model
 
-    metrics = evaluate_model(args.model, args.config, args.overrides, args.data, args.out, args.batch_size)
+    metrics = evaluate_model(
+        args.model, args.config, args.overrides, args.data, args.out, args.batch_size, allow_pickle=args.allow_pickle
+    )
     print(metrics_table(metrics))
     print(f"results: {metrics['out_dir']}/ (metrics.json, predictions.parquet)")
     return 0

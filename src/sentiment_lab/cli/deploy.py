@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sentiment_lab.cli import command, format_table
+from sentiment_lab.cli import add_allow_pickle_arg, command, format_table
 from sentiment_lab.errors import ConfigError
 
 
@@ -25,6 +25,7 @@ def _add_predictor_args(p: argparse.ArgumentParser) -> None:
         type=float,
         help="needs_review below this confidence (default: the model's calibrated threshold, else 0.70)",
     )
+    add_allow_pickle_arg(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +93,7 @@ def _load_predictor(args: argparse.Namespace) -> object:
         review_threshold=args.review_threshold,
         quantized=args.int8,
         stride=args.stride,
+        allow_pickle=args.allow_pickle,
     )
 
 
