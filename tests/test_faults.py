@@ -140,3 +140,52 @@ def test_zero_byte_file(tmp_path):
     good_frame().to_json(tmp_path / "test.jsonl", orient="records", lines=True)
     with pytest.raises(DataError, match=r"train.jsonl is empty \(0 bytes\)"):
         load_raw_splits(DataConfig(path=str(tmp_path)))
+
+
+def test_full_disk_fails_before_training(tmp_path, tiny_model_dir, imdb_dir, monkeypatch):
+    import shutil
+
+    from sentiment_lab.config import build_config
+    from sentiment_lab.training import train
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=100 * 1024 * 1024))  # 100 MiB left
+    with pytest.raises(RunDirError, match=r"only 100 MiB free on the disk of .*needs at least 500 MiB"):
+        train(build_config(tiny_config(tiny_model_dir, imdb_dir)), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_second_process_on_a_run_folder_refuses_and_a_stale_lock_is_taken_over(tmp_path, tiny_model_dir, imdb_dir):
+    from sentiment_lab.config import build_config
+    from sentiment_lab.training import train
+
+    cfg = build_config(tiny_config(tiny_model_dir, imdb_dir, resume=True, epochs=1))
+    run = tmp_path / "run"
+    run.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live first process
+    try:
+        (run / ".lock").write_text(str(owner.pid))
+        with pytest.raises(RunDirError, match=f"in use by process {owner.pid}"):
+            train(cfg, run)
+        assert not (run / "metrics.json").exists() and (run / ".lock").read_text() == str(owner.pid)
+        # Without resume, and even with --overwrite, the message names the owner and nothing is deleted.
+        (run / "notes.txt").write_text("the owner's work")
+        for kwargs in ({}, {"overwrite": True}):
+            plain = build_config(tiny_config(tiny_model_dir, imdb_dir, epochs=1))
+            with pytest.raises(RunDirError, match=f"in use by process {owner.pid}"):
+                train(plain, run, **kwargs)
+        assert (run / "notes.txt").read_text() == "the owner's work"
+        (run / "notes.txt").unlink()
+    finally:
+        owner.kill()
+        owner.wait()
+    # The owner died without removing its lock (SIGKILL): the next run detects the stale lock and trains.
+    metrics = train(cfg, run)
+    assert metrics["global_step"] > 0 and not (run / ".lock").exists()
+
+
+def test_run_folder_has_no_temp_files_and_valid_artifacts(tiny_run_dir):
+    # Every artifact goes through a temp file and os.replace: a finished run holds no `.NAME.*.tmp` leftovers.
+    assert not [p for p in tiny_run_dir.rglob("*.tmp")]
+    json.loads((tiny_run_dir / "metrics.json").read_text())
+    pd.read_parquet(tiny_run_dir / "predictions.parquet")

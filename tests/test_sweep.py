@@ -1,5 +1,9 @@
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -236,3 +240,60 @@ def test_summary_of_index_has_no_nan(tmp_path):
     frame = pd.DataFrame(summarize([{**r, "metrics": {**r.get("metrics", {})}} for r in records]))
     assert list(frame["variant"]) == ["a"]
     assert frame.loc[0, "test_accuracy_std"] is None
+
+
+def fake_train(cfg, run_dir, **kw):
+    """Stands in for training: the run folder as train() leaves it (config.yaml first, metrics.json last)."""
+    from sentiment_lab.config import config_to_dict
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    if os.environ.get("FAKE_TRAIN_KILL_AT") == run.name:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-run: a started folder without metrics.json
+    split = {"accuracy": 0.5, "f1": 0.5, "n": 64}
+    metrics = {"val": split, "test": split, "data": {"train": 64}, "global_step": 8, "resumed_from": None}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+_SWEEP_IN_A_PROCESS = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import sentiment_lab.training
+from test_sweep import fake_train
+sentiment_lab.training.train = fake_train
+from sentiment_lab.sweep import run_sweep
+run_sweep(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_sweep_killed_with_sigkill_resumes_where_it_stopped(tmp_path, tiny_model_dir, small_data, monkeypatch):
+    sweep_file = tiny_sweep(tmp_path, tiny_model_dir, small_data)
+    out = tmp_path / "out"
+    names = ["learning_rate=0.001-seed0", "learning_rate=0.001-seed1", "learning_rate=0.0003-seed0"]
+    env = {**os.environ, "FAKE_TRAIN_KILL_AT": names[2]}
+    killed = subprocess.run(
+        [sys.executable, "-c", _SWEEP_IN_A_PROCESS, str(sweep_file), str(out), str(REPO / "tests")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [(out / n / "metrics.json").is_file() for n in names] == [True, True, False]
+    assert (out / names[2] / "config.yaml").is_file()  # the third run had started
+    assert not list(out.rglob("*.tmp"))  # no half-written artifact left behind
+
+    monkeypatch.delenv("FAKE_TRAIN_KILL_AT", raising=False)
+    trained = []
+
+    def record(cfg, run_dir, **kw):
+        trained.append((Path(run_dir).name, cfg.training.resume))
+        fake_train(cfg, run_dir)
+
+    monkeypatch.setattr(sentiment_lab.training, "train", record)
+    monkeypatch.setattr("sentiment_lab.sweep._write_comparison", lambda *a, **k: None)  # fake runs: no predictions
+    index = run_sweep(sweep_file, out)
+    assert [r["status"] for r in index["runs"]] == ["skipped", "skipped", "resumed", "trained"]
+    assert trained == [(names[2], True), ("learning_rate=0.0003-seed1", False)]
+    assert json.loads((out / "sweep.json").read_text())["runs"][2]["status"] == "resumed"

@@ -50,6 +50,12 @@ def check_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = F
     run = Path(run_dir)
     if run.exists() and not run.is_dir():
         raise RunDirError(f"run folder {run} exists and is a file; choose another --out")
+    owner = live_lock_owner(run)
+    if owner:  # first: --overwrite must never empty a folder another process is training into
+        raise RunDirError(
+            f"run folder {run} is in use by process {owner} (lock file {run / LOCK_FILE}); wait for it or choose "
+            "another --out"
+        )
     if is_finished(run) and not overwrite:
         raise RunDirError(
             f"run folder {run} already holds a finished run (metrics.json); pass --overwrite to replace it "
@@ -101,6 +107,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def live_lock_owner(run_dir: str | Path) -> int | None:
+    """The pid in RUN_DIR/.lock when that process is alive (and not us); None for no lock or a stale one."""
+    try:
+        owner = int((Path(run_dir) / LOCK_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return owner if owner and owner != os.getpid() and _pid_alive(owner) else None
+
+
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold `RUN_DIR/.lock` (with our pid) for the duration; a live owner makes a second process refuse."""
@@ -112,11 +127,8 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _pid_alive(owner):
+            owner = live_lock_owner(run)
+            if owner:
                 raise RunDirError(
                     f"run folder {run} is in use by process {owner} (lock file {lock}); wait for it or choose "
                     "another --out"
