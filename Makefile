@@ -40,5 +40,16 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# Quick mode of both benchmarks (each a few minutes on 2 cores; full-size runs: see the scripts' docstrings).
+# The inference one needs the quick-start model and exports ONNX/INT8 into $(RUN_DIR)/model/onnx/ when missing.
+bench: setup
+	@test -f $(RUN_DIR)/model/config.json || { \
+		echo "make bench needs a trained model in $(RUN_DIR)/model: run \`make demo\` first (or set RUN_DIR=...)" >&2; \
+		exit 1; }
+	$(BIN)/python benchmarks/train_throughput.py --samples 256 --eval 400 \
+		--out benchmarks/results/train_throughput.quick.json
+	$(BIN)/python benchmarks/inference_throughput.py $(RUN_DIR)/model --samples 200 --latency-n 30 \
+		--out benchmarks/results/inference_throughput.quick.json
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
