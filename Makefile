@@ -9,34 +9,41 @@ IMDB_DIR ?= $(if $(wildcard ../shared/data/imdb/train.parquet),$(abspath ../shar
 export IMDB_DIR
 RUN_DIR ?= runs/quickstart
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup setup-dev demo test test-fast lint format bench clean
 
 # torch first: `pip install torch==2.13.0` takes the local CPU wheel; any other torch request would pull
 # gigabytes of CUDA packages. With 2.13.0 present, the package's `torch>=2.2` installs nothing more.
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Test and lint tools (pytest, ruff, Playwright, schemathesis) only where tests run: `make demo` skips them.
+$(BIN)/.installed-dev: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
 setup: $(BIN)/.installed
+
+setup-dev: $(BIN)/.installed-dev
 
 demo: setup
 	@start=$$(date +%s); \
 	$(BIN)/sentiment-lab train configs/quickstart.yaml --out $(RUN_DIR) --overwrite && \
 	echo "quick-start finished in $$(( $$(date +%s) - start )) s; results in $(RUN_DIR)/"
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 

@@ -12,6 +12,7 @@ from sentiment_lab.modeling import (
     load_classifier,
     load_tokenizer,
     optimizer_param_groups,
+    resolve_attention_dropout,
     resolve_model_name,
 )
 
@@ -28,6 +29,21 @@ def test_labels_and_dropout(tiny_model_dir):
     assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
     assert model.config.classifier_dropout == 0.3
     assert model.dropout.p == 0.3
+
+
+def test_attention_dropout_auto_is_off_on_cpu_and_the_models_own_on_cuda(tiny_model_dir):
+    assert resolve_attention_dropout("auto", cuda=False) == 0.0
+    assert resolve_attention_dropout("auto", cuda=True) is None
+    assert resolve_attention_dropout(0.2, cuda=True) == 0.2
+    model = build_model(ModelConfig(name=str(tiny_model_dir)))  # this machine has no CUDA: auto -> 0
+    assert model.config.attention_probs_dropout_prob == 0.0
+    assert model.config.hidden_dropout_prob == 0.1  # only the attention dropout changes
+    model = build_model(ModelConfig(name=str(tiny_model_dir), attention_dropout=0.25))
+    assert model.config.attention_probs_dropout_prob == 0.25
+    assert (
+        build_model(ModelConfig(name=str(tiny_model_dir), attention_dropout=None)).config.attention_probs_dropout_prob
+        == 0.1
+    )
 
 
 def test_freezing(tiny_model_dir):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -72,6 +72,9 @@ class ModelConfig(_Section):
 
     name: str = "minilm-l6"
     dropout: float | None = Field(None, ge=0.0, lt=1.0)  # classifier dropout; None keeps the model's own
+    # Dropout on the attention probabilities. auto: 0 when training on a CPU, where attention dropout made
+    # MiniLM training 2x slower (measured: docs/performance.md), the model's own value (0.1) on CUDA.
+    attention_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | Literal["auto"] | None = "auto"
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0)
     llrd: float | None = Field(None, gt=0.0, le=1.0)  # layer-wise LR decay factor; None = off

@@ -92,6 +92,25 @@ def _set_dropout(config: Any, dropout: float) -> None:
         config.classifier_dropout = dropout
 
 
+def resolve_attention_dropout(value: float | str | None, cuda: bool | None = None) -> float | None:
+    """The attention dropout to train with: `auto` is 0 on a CPU and the model's own (None) on CUDA."""
+    if value != "auto":
+        return value  # type: ignore[return-value]
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    return None if cuda else 0.0
+
+
+def _set_attention_dropout(config: Any, dropout: float, explicit: bool) -> None:
+    # BERT/RoBERTa/MiniLM name it attention_probs_dropout_prob; DistilBERT attention_dropout.
+    name = "attention_dropout" if config.model_type == "distilbert" else "attention_probs_dropout_prob"
+    if hasattr(config, name):
+        setattr(config, name, dropout)
+    elif explicit:  # `auto` leaves architectures it does not know alone
+        raise ModelError(
+            f"model.attention_dropout: model type {config.model_type!r} has no {name}; remove the key or use auto"
+        )
+
+
 def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
     """A sequence classifier with NEGATIVE/POSITIVE labels, freezing and dropout from the config."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -105,11 +124,16 @@ def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
         )
         if cfg.dropout is not None:
             _set_dropout(config, cfg.dropout)
+        attention_dropout = resolve_attention_dropout(cfg.attention_dropout)
+        if attention_dropout is not None:
+            _set_attention_dropout(config, attention_dropout, explicit=cfg.attention_dropout != "auto")
         # dtype: transformers 5 defaults to "auto" (the checkpoint's dtype); training keeps fp32 master weights
         # and autocast decides the compute precision.
         model = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, trust_remote_code=False, use_safetensors=not allow_pickle or None, dtype=torch.float32
         )
+    except ModelError:
+        raise
     except Exception as exc:
         raise _load_error(cfg.name, exc) from None
     apply_freezing(model, cfg.freeze_embeddings, cfg.freeze_layers)

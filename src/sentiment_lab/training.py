@@ -40,6 +40,7 @@ from sentiment_lab.modeling import (
     count_parameters,
     load_tokenizer,
     optimizer_param_groups,
+    resolve_attention_dropout,
     resolve_model_name,
 )
 from sentiment_lab.rundir import (
@@ -290,6 +291,7 @@ def _train_in_run_dir(
     resolved["resolved"] = {
         "model_path": resolve_model_name(cfg.model.name),
         "precision": precision,
+        "attention_dropout": resolve_attention_dropout(cfg.model.attention_dropout),  # None: the model's own
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "threads": torch.get_num_threads(),
         "parameters": count_parameters(model),
