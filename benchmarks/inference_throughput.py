@@ -23,27 +23,11 @@ import time
 from pathlib import Path
 
 # The sibling benchmark's helpers (this folder is on sys.path when the script runs).
-from train_throughput import environment
-from train_throughput import peak_rss_mb as ru_maxrss_mb
+from train_throughput import environment, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = ("torch", "onnx", "onnx-int8")
 TARGETS = {"I1_ratio": 4.0, "I1_accuracy_pp": 0.3, "I1_agreement": 0.99, "I2_p50_ratio": 0.33}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB: VmHWM, which starts afresh at exec.
-
-    getrusage's ru_maxrss (train_throughput.peak_rss_mb) keeps the parent's resident size at fork across the
-    exec, so a child of a parent that has loaded torch (here: after an ONNX export) would report the parent's.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return ru_maxrss_mb()
 
 
 def load_reviews(args: argparse.Namespace):
@@ -142,8 +126,9 @@ def run_ours(args: argparse.Namespace) -> dict:
             predictor.model.to("cuda")
             predictor.runner = torch_runner(predictor.model, autocast_dtype=dtype)
             device, precision = "cuda", f"{str(dtype).removeprefix('torch.')} autocast"
-    if args.same_length:
+    if args.same_length:  # the reference's input exactly: the first max_length tokens
         predictor.settings.max_length = args.max_length
+        predictor.settings.truncation = "head"
     load_s = time.perf_counter() - start
     result = measure_backend(predictor, texts, labels, args.latency_n)
     result.update(
@@ -308,7 +293,7 @@ def main() -> None:
     p.add_argument("--latency-n", type=int, default=100, help="single-review calls timed for latency")
     p.add_argument("--max-length", type=int, default=512, help="the reference pipeline's truncation length")
     p.add_argument(
-        "--same-length", action="store_true", help="truncate ours at --max-length too (default: the model's setting)"
+        "--same-length", action="store_true", help="truncate ours as the reference does, head at --max-length (default: the model's own setting)"
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backends", help="comma-separated subset of torch,onnx,onnx-int8 (default: CPU all, CUDA torch)")

@@ -26,7 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    """Peak resident set size of this process in MiB: VmHWM, which starts afresh at exec.
+
+    getrusage's ru_maxrss keeps the parent's resident size at fork across the exec, so a child of a parent that
+    has loaded torch would report the parent's; it is only the fallback where /proc is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
