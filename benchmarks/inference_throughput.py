@@ -26,7 +26,7 @@ from pathlib import Path
 from train_throughput import environment, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = ("torch", "onnx", "onnx-int8")
+OURS = ("torch", "torch-fp32", "onnx", "onnx-int8")
 TARGETS = {"I1_ratio": 4.0, "I1_accuracy_pp": 0.3, "I1_agreement": 0.99, "I2_p50_ratio": 0.33}
 
 
@@ -104,28 +104,22 @@ def run_reference(args: argparse.Namespace) -> dict:
 
 def run_ours(args: argparse.Namespace) -> dict:
     """sentiment-lab's Predictor for one backend, measured by `sentiment_lab.benchmarking.measure_backend`."""
-    import torch
-
     from sentiment_lab.benchmarking import measure_backend
-    from sentiment_lab.inference import Predictor, torch_runner
+    from sentiment_lab.inference import Predictor
 
     texts, labels = load_reviews(args)
     start = time.perf_counter()
+    # torch: the Predictor's defaults (precision auto: bf16 autocast on CPUs with native bf16 and on CUDA);
+    # torch-fp32: the same without autocast, to show what bf16 gives.
     predictor = Predictor.load(
         args.model_dir,
-        backend="torch" if args.role == "torch" else "onnx",
+        backend="onnx" if args.role.startswith("onnx") else "torch",
         batch_size=args.batch_size,
         quantized=args.role == "onnx-int8",
+        precision="fp32" if args.role == "torch-fp32" else "auto",
     )
-    device, precision = "cpu", "int8 dynamic" if args.role == "onnx-int8" else "fp32"
-    if args.role == "torch":
-        precision = str(next(predictor.model.parameters()).dtype).removeprefix("torch.")
-        if torch.cuda.is_available():
-            # The Predictor's torch backend stays on the CPU; on CUDA the model moves there and runs under autocast.
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            predictor.model.to("cuda")
-            predictor.runner = torch_runner(predictor.model, autocast_dtype=dtype)
-            device, precision = "cuda", f"{str(dtype).removeprefix('torch.')} autocast"
+    device = str(next(predictor.model.parameters()).device.type) if predictor.model is not None else "cpu"
+    precision = predictor.precision
     if args.same_length:  # the reference's input exactly: the first max_length tokens
         predictor.settings.max_length = args.max_length
         predictor.settings.truncation = "head"
@@ -199,7 +193,7 @@ def choose_backends(args: argparse.Namespace, folder: Path) -> list[str]:
         unknown = [b for b in chosen if b not in OURS]
         if unknown:
             sys.exit(f"unknown backend(s) {unknown}; use some of {', '.join(OURS)}")
-        onnx_wanted = [b for b in chosen if b != "torch"]
+        onnx_wanted = [b for b in chosen if b.startswith("onnx")]
         available = ensure_onnx(args, folder) if onnx_wanted else []
         missing = [b for b in onnx_wanted if b not in available]
         if missing:
@@ -207,8 +201,8 @@ def choose_backends(args: argparse.Namespace, folder: Path) -> list[str]:
         return chosen
     if torch.cuda.is_available():
         print("CUDA: measuring the torch backend only (the ONNX backends run on ONNX Runtime's CPU provider)")
-        return ["torch"]
-    return ["torch", *ensure_onnx(args, folder)]
+        return ["torch", "torch-fp32"]
+    return ["torch", "torch-fp32", *ensure_onnx(args, folder)]
 
 
 def summarize(results: dict) -> dict:
@@ -293,10 +287,15 @@ def main() -> None:
     p.add_argument("--latency-n", type=int, default=100, help="single-review calls timed for latency")
     p.add_argument("--max-length", type=int, default=512, help="the reference pipeline's truncation length")
     p.add_argument(
-        "--same-length", action="store_true", help="truncate ours as the reference does, head at --max-length (default: the model's own setting)"
+        "--same-length",
+        action="store_true",
+        help="truncate ours as the reference does, head at --max-length (default: the model's own setting)",
     )
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--backends", help="comma-separated subset of torch,onnx,onnx-int8 (default: CPU all, CUDA torch)")
+    p.add_argument(
+        "--backends",
+        help="comma-separated subset of torch,torch-fp32,onnx,onnx-int8 (default: CPU all, CUDA the torch ones)",
+    )
     p.add_argument("--no-export", action="store_true", help="do not export ONNX into MODEL_DIR/onnx/ when missing")
     p.add_argument("--export-n", type=int, default=200, help="reviews of the export's parity check")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified review sample")

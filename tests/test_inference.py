@@ -63,7 +63,7 @@ def _one_by_one(model_dir: Path, texts: list[str]) -> np.ndarray:
 
 def test_predict_keeps_input_order(short_model_dir: Path, reviews: list[str]) -> None:
     texts = [reviews[0][:40], *reviews[1:12], "Great.", reviews[12][:200]]  # mixed lengths: sorting reorders
-    predictor = Predictor.load(short_model_dir, batch_size=4)
+    predictor = Predictor.load(short_model_dir, precision="fp32", batch_size=4)
     np.testing.assert_allclose(predictor.logits(texts), _one_by_one(short_model_dir, texts), atol=1e-5)
     preds = predictor.predict(texts)
     assert [p["prob_pos"] for p in preds] == pytest.approx(
@@ -77,13 +77,25 @@ def test_truncation_matches_training(short_model_dir: Path, reviews: list[str]) 
     settings = load_text_settings(short_model_dir, tokenizer)
     assert settings.truncation == "head_tail"
     expected = compute_logits(model, tokenizer, reviews, settings, batch_size=5)
-    np.testing.assert_allclose(Predictor.load(short_model_dir).logits(reviews), expected, atol=1e-5)
+    np.testing.assert_allclose(Predictor.load(short_model_dir, precision="fp32").logits(reviews), expected, atol=1e-5)
+
+
+def test_precision_auto_follows_the_hardware_and_bf16_keeps_the_labels(short_model_dir: Path, reviews: list[str]):
+    from sentiment_lab.training import resolve_precision
+
+    auto = Predictor.load(short_model_dir)
+    assert auto.precision == resolve_precision("auto") and auto.info()["precision"] == auto.precision
+    fp32 = Predictor.load(short_model_dir, precision="fp32").logits(reviews)
+    bf16 = Predictor.load(short_model_dir, precision="bf16").logits(reviews)
+    assert np.abs(bf16 - fp32).max() < 0.1  # bf16 keeps ~3 significant digits
+    with pytest.raises(ConfigError, match="unknown precision"):
+        Predictor.load(short_model_dir, precision="int4")
 
 
 def test_chunk_equals_truncate_on_short_texts(short_model_dir: Path) -> None:
     texts = ["A wonderful film.", "Dull and far too long, I left early.", "ok", "the plot is thin but the cast is fun"]
-    plain = Predictor.load(short_model_dir).logits(texts)
-    chunked = Predictor.load(short_model_dir, long_text="chunk").logits(texts)
+    plain = Predictor.load(short_model_dir, precision="fp32").logits(texts)
+    chunked = Predictor.load(short_model_dir, precision="fp32", long_text="chunk").logits(texts)
     assert len({tuple(row) for row in plain.round(4)}) == len(texts)  # the model does read the words
     np.testing.assert_array_equal(plain, chunked)
 
@@ -97,10 +109,12 @@ def test_chunk_averages_windows_over_the_whole_review(short_model_dir: Path, rev
     model = load_classifier(short_model_dir)
     with torch.inference_mode():
         per_window = np.concatenate([model(input_ids=torch.tensor([w])).logits.numpy() for w in windows])
-    chunked = Predictor.load(short_model_dir, long_text="chunk", stride=6, batch_size=3).logits([long_review, "short"])
+    chunked = Predictor.load(short_model_dir, precision="fp32", long_text="chunk", stride=6, batch_size=3).logits(
+        [long_review, "short"]
+    )
     np.testing.assert_allclose(chunked[0], per_window[owners == 0].mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(chunked[1], per_window[owners == 1][0], atol=1e-5)
-    truncated = Predictor.load(short_model_dir).logits([long_review])
+    truncated = Predictor.load(short_model_dir, precision="fp32").logits([long_review])
     assert np.abs(chunked[0] - truncated[0]).max() > 1e-3
 
 

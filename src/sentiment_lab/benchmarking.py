@@ -17,12 +17,17 @@ import numpy as np
 from sentiment_lab.errors import ConfigError, DataError, ModelError
 from sentiment_lab.inference import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, Predictor
 
-BACKEND_NAMES = ("torch", "onnx", "onnx-int8")  # torch fp32, ONNX Runtime fp32, ONNX Runtime INT8
+# torch fp32, torch under bf16 autocast, ONNX Runtime fp32, ONNX Runtime INT8
+BACKEND_NAMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
 
 
 def available_backends(model_dir: Path) -> list[str]:
-    """The backends a model folder can run: torch always, ONNX ones once exported."""
+    """The backends a model folder can run: torch always (bf16 where the hardware has it), ONNX once exported."""
+    from sentiment_lab.training import resolve_precision
+
     names = ["torch"]
+    if resolve_precision("auto") == "bf16":
+        names.append("torch-bf16")
     if (model_dir / ONNX_DIR / ONNX_FILE).is_file():
         names.append("onnx")
     if (model_dir / ONNX_DIR / ONNX_INT8_FILE).is_file():
@@ -136,10 +141,11 @@ def _bench_backends(
         start = time.perf_counter()
         predictor = Predictor.load(
             folder,
-            backend="torch" if name == "torch" else "onnx",
+            backend="onnx" if name.startswith("onnx") else "torch",
             batch_size=batch_size,
             long_text=long_text,
             quantized=name == "onnx-int8",
+            precision="bf16" if name == "torch-bf16" else "fp32",
         )
         load_s = time.perf_counter() - start
         measured = measure_backend(predictor, texts, labels, latency_n)

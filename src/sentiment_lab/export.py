@@ -185,7 +185,7 @@ def export_onnx(
     if not 0 < min_agreement <= 1 or atol <= 0:
         raise ConfigError("min_agreement must be in (0, 1] and atol positive")
     folder, _ = locate_model(model_dir)
-    reference = Predictor.load(folder, backend="torch")
+    reference = Predictor.load(folder, backend="torch", precision="fp32")  # parity is checked against fp32
     texts, source = parity_texts(n, data_path)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{ONNX_DIR}.", suffix=".tmp", dir=folder))

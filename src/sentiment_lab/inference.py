@@ -28,6 +28,8 @@ ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 BACKENDS = ("torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LONG_TEXT_MODES = ("truncate", "chunk")
 
 # (input_ids, attention_mask), both int64 (batch, seq) -> logits float32 (batch, labels)
@@ -222,6 +224,7 @@ class Predictor:
         stride: int | None = None,
         onnx_file: Path | None = None,
         model: Any = None,
+        precision: str = "fp32",
     ) -> None:
         self.model_dir = model_dir
         self.backend = backend
@@ -237,6 +240,7 @@ class Predictor:
         self.stride = stride
         self.onnx_file = onnx_file
         self.model = model  # the torch module behind the torch backend (export traces it); None for ONNX
+        self.precision = precision  # what the torch backend computes in (fp32, bf16, fp16); onnx: fp32 or int8
 
     @classmethod
     def load(
@@ -251,6 +255,8 @@ class Predictor:
         stride: int | None = None,
         threads: int | None = None,
         allow_pickle: bool = False,
+        precision: str = "auto",
+        device: str | None = None,
     ) -> Predictor:
         """Load a model folder (or a run folder's model/) for prediction.
 
@@ -261,12 +267,16 @@ class Predictor:
         `abstain_threshold`, else 0.70.
         threads: ONNX Runtime intra-op threads (default: torch's thread count).
         allow_pickle: load `.bin` pickle weights when the folder has no safetensors (only for trusted sources).
+        precision: torch backend autocast: `auto` is bf16 on CPUs with native bf16 and on CUDA (fp16 where CUDA
+        has no bf16), fp32 elsewhere; or fp32 / bf16 / fp16.
+        device: torch backend device (default: cuda when available, else cpu).
         """
         from transformers import AutoConfig
 
         from sentiment_lab.evaluation import locate_model
         from sentiment_lab.modeling import load_classifier, load_tokenizer
         from sentiment_lab.tokenization import load_text_settings
+        from sentiment_lab.training import resolve_precision
 
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -276,6 +286,8 @@ class Predictor:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if quantized and backend != "onnx":
             raise ConfigError("quantized=True needs backend='onnx' (the INT8 model is an ONNX file)")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         folder, _ = locate_model(model_dir)
         tokenizer = load_tokenizer(str(folder))
         settings = load_text_settings(folder, tokenizer)
@@ -308,7 +320,9 @@ class Predictor:
             config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
         else:
             model = load_classifier(folder, allow_pickle=allow_pickle)
-            runner = torch_runner(model)
+            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            precision = resolve_precision(precision)
+            runner = torch_runner(model, AUTOCAST_DTYPES[precision])
             config = model.config
         labels, positive = _label_order(config)
         return cls(
@@ -326,6 +340,7 @@ class Predictor:
             stride,
             onnx_file,
             model if backend == "torch" else None,
+            precision if backend == "torch" else ("int8" if quantized else "fp32"),
         )
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
@@ -360,6 +375,7 @@ class Predictor:
         return {
             "model_dir": str(self.model_dir),
             "backend": self.backend,
+            "precision": self.precision,
             "onnx_file": self.onnx_file.name if self.onnx_file else None,
             "max_length": self.settings.max_length,
             "truncation": self.settings.truncation,

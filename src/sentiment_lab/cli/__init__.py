@@ -82,6 +82,16 @@ def add_allow_pickle_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """--precision of the torch backend."""
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="torch backend compute precision (auto: bf16 on CPUs with native bf16 and on CUDA, else fp32)",
+    )
+
+
 SECTIONS = ("core", "deploy", "experiments", "analysis", "serve")
 
 

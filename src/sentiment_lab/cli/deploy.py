@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sentiment_lab.cli import add_allow_pickle_arg, command, format_table
+from sentiment_lab.cli import add_allow_pickle_arg, add_precision_arg, command, format_table
 from sentiment_lab.errors import ConfigError
 
 
@@ -26,6 +26,7 @@ def _add_predictor_args(p: argparse.ArgumentParser) -> None:
         help="needs_review below this confidence (default: the model's calibrated threshold, else 0.70)",
     )
     add_allow_pickle_arg(p)
+    add_precision_arg(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +74,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=256, help="IMDb test reviews for throughput and accuracy")
     p.add_argument("--latency-n", type=int, default=100, help="single-review calls timed for latency")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--backends", help="comma-separated subset of torch,onnx,onnx-int8 (default: all available)")
+    p.add_argument(
+        "--backends", help="comma-separated subset of torch,torch-bf16,onnx,onnx-int8 (default: all available)"
+    )
     p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate")
     p.add_argument("--data", help="IMDb folder (default: IMDB_DIR)")
     p.add_argument("--out", help="JSON results file (default: RUN_DIR/bench.json, or MODEL_DIR/bench.json)")
@@ -94,6 +97,7 @@ def _load_predictor(args: argparse.Namespace) -> object:
         quantized=args.int8,
         stride=args.stride,
         allow_pickle=args.allow_pickle,
+        precision=args.precision,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sentiment_lab.cli import add_allow_pickle_arg, command
+from sentiment_lab.cli import add_allow_pickle_arg, add_precision_arg, command
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate")
     p.add_argument("--review-threshold", type=float, help="needs_review below this confidence")
     add_allow_pickle_arg(p)
+    add_precision_arg(p)
     p.add_argument("--no-explain", action="store_true", help="disable POST /v1/explain and the page's highlights")
     g = p.add_argument_group("batching and limits")
     g.add_argument("--max-batch-size", type=int, help="texts per micro-batch (default 32)")
@@ -63,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         long_text=args.long_text,
         review_threshold=args.review_threshold,
         allow_pickle=args.allow_pickle,
+        precision=args.precision,
         api_key=args.api_key,
         allow_public=args.allow_public,
         explain=not args.no_explain,

@@ -618,6 +618,7 @@ def serve(
     long_text: str = "truncate",
     review_threshold: float | None = None,
     allow_pickle: bool = False,
+    precision: str = "auto",
     api_key: str | None = None,
     allow_public: bool = False,
     explain: bool = True,
@@ -648,6 +649,7 @@ def serve(
         review_threshold=review_threshold,
         quantized=quantized,
         allow_pickle=allow_pickle,
+        precision=precision,
     )
     explainer = model_explainer(predictor) if explain else None
     app = create_app(predictor.predict, settings, predictor.info(), explainer)
