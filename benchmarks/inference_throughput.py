@@ -165,7 +165,7 @@ def ensure_onnx(args: argparse.Namespace, folder: Path) -> list[str]:
 
     have = available_backends(folder)
     if "onnx-int8" in have or args.no_export:
-        return [b for b in have if b != "torch"]
+        return [b for b in have if b.startswith("onnx")]
     print(f"exporting ONNX into {folder / 'onnx'} (parity check on {args.export_n} reviews) ...", flush=True)
     import transformers
 
@@ -182,7 +182,7 @@ def ensure_onnx(args: argparse.Namespace, folder: Path) -> list[str]:
             print(f"  export{' --quantize int8' if quantize else ''} refused or failed: {exc}", flush=True)
             if "onnx" in have:  # fp32 already there; do not replace it
                 break
-    return [b for b in available_backends(folder) if b != "torch"]
+    return [b for b in available_backends(folder) if b.startswith("onnx")]
 
 
 def choose_backends(args: argparse.Namespace, folder: Path) -> list[str]:
