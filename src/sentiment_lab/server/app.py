@@ -525,8 +525,8 @@ def create_app(
 def model_explainer(predictor: Any, n_steps: int = 20) -> ExplainFn | None:
     """An explain function for the predictor's model folder, or None when explanations are not possible.
 
-    Reuses the predictor's torch model when it has one (the model thread runs one call at a time, so sharing
-    it is safe); an ONNX predictor loads the folder's torch weights once.
+    Reuses the predictor's torch model when it is fp32 (the model thread runs one call at a time, so sharing
+    it is safe); otherwise (ONNX, or bf16/fp16 weights, too coarse for gradients) it loads the fp32 weights once.
     """
     try:
         from sentiment_lab.analysis.explain import (
@@ -538,7 +538,7 @@ def model_explainer(predictor: Any, n_steps: int = 20) -> ExplainFn | None:
     except ImportError as exc:  # captum missing: the page simply shows no highlights
         log.warning("explanations disabled: %s", exc)
         return None
-    if predictor.model is not None:
+    if predictor.model is not None and predictor.precision == "fp32":
         model, tokenizer, settings = predictor.model, predictor.tokenizer, predictor.settings
     else:
         try:
