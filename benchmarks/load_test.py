@@ -42,20 +42,34 @@ def proc_status_mb(pid: int, field: str) -> float:
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's resident memory every `every_s` seconds; `peak_mb` is the largest seen."""
+    """Samples a process's resident memory every `every_s` seconds: `peak_mb` and the (seconds, MiB) series."""
 
     def __init__(self, pid: int, every_s: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.pid, self.every_s, self.peak_mb = pid, every_s, 0.0
+        self.samples: list[tuple[float, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
+        start = time.perf_counter()
         while not self.stop.is_set():
             try:
-                self.peak_mb = max(self.peak_mb, proc_status_mb(self.pid, "VmRSS"))
+                rss = proc_status_mb(self.pid, "VmRSS")
             except (OSError, RuntimeError):
                 return  # the server exited
+            self.peak_mb = max(self.peak_mb, rss)
+            self.samples.append((time.perf_counter() - start, rss))
             self.stop.wait(self.every_s)
+
+    def growth(self, window_s: float = 10.0) -> dict[str, float] | None:
+        """Mean RSS of the first and the last `window_s` seconds and their ratio (None for a short run)."""
+        if not self.samples or self.samples[-1][0] < 2 * window_s:
+            return None
+        end = self.samples[-1][0]
+        first = [mb for t, mb in self.samples if t <= window_s]
+        last = [mb for t, mb in self.samples if t >= end - window_s]
+        first_mb, last_mb = float(np.mean(first)), float(np.mean(last))
+        return {"first_mb": first_mb, "last_mb": last_mb, "growth": last_mb / first_mb - 1}
 
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str, list[str]]:
@@ -204,6 +218,8 @@ def main() -> None:
         "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": float(latencies.max(initial=0))},
         "status_counts": statuses,
         "errors": sum(v for k, v in statuses.items() if k != "200"),
+        "server_errors_5xx_except_503": sum(v for k, v in statuses.items() if k.startswith("5") and k != "503"),
+        "rss_growth_first_vs_last_10s": sampler.growth(),
         "server": {
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms,
@@ -228,6 +244,12 @@ def main() -> None:
         f"server: {batches['forward_passes']:.0f} forward passes, mean batch {batches['mean_batch']:.1f} texts; "
         f"RSS idle {idle_mb:.0f} MiB, peak under load {sampler.peak_mb:.0f} MiB (lifetime peak {lifetime_peak_mb:.0f})"
     )
+    growth = result["rss_growth_first_vs_last_10s"]
+    if growth:
+        print(
+            f"RSS under load: first 10 s {growth['first_mb']:.0f} MiB, last 10 s {growth['last_mb']:.0f} MiB "
+            f"({100 * growth['growth']:+.1f}%; flat means < 10%)"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
