@@ -171,4 +171,10 @@ def test_token_stats(imdb_dir, tiny_model_dir):
     stats = dataset_stats(splits, tok, max_length=128)
     s = stats["splits"]["train"]
     assert s["tokens"]["max"] >= s["tokens"]["median"] >= s["tokens"]["min"] >= 2
-    assert 0.0 <= s["truncated_share"] <= 1.0
+    # Token counts include [CLS]/[SEP]: a review is truncated when its count exceeds max_length itself.
+    from sentiment_lab.tokenization import count_tokens
+
+    counts = count_tokens(tok, splits.train["text"].tolist())
+    assert 0.0 < s["truncated_share"] < 1.0
+    assert s["truncated_share"] == pytest.approx(float((counts > 128).mean()))
+    assert s["tokens"]["max"] == counts.max()

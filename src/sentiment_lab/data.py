@@ -281,6 +281,6 @@ def dataset_stats(splits: DataSplits, tokenizer: Any | None = None, max_length: 
             entry["tokens"] = _describe(tokens)
             if max_length:
                 entry["max_length"] = max_length
-                entry["truncated_share"] = float(np.mean(tokens > max_length - 2))
+                entry["truncated_share"] = float(np.mean(tokens > max_length))  # counts include [CLS]/[SEP]
         stats["splits"][name] = entry
     return stats

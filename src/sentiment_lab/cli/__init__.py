@@ -114,8 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sentiment-lab` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO; libraries (ONNX exporter passes, onnxruntime, torch) only from WARNING unless -v.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("sentiment_lab").setLevel(logging.INFO)
     if not args.verbose:
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
         import warnings
 
         warnings.filterwarnings("ignore")
