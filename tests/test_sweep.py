@@ -166,7 +166,7 @@ def test_grid_names_and_override_order(tmp_path, tiny_model_dir, small_data):
     [
         ({"name": "x", "base": "base.yaml", "seeds": [1]}, "give `variants:`"),
         ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [1]}, "variants": [{"name": "a"}]}, "not both"),
-        ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [1]}, "seed": [1]}, "'seed': unknown key"),
+        ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [1]}, "seed": [1]}, "unknown key 'seed'"),
         ({"name": "x", "base": "missing.yaml", "grid": {"training.epochs": [1]}}, "base config 'missing.yaml'"),
         ({"name": "x", "base": "base.yaml", "grid": {"training.learnig_rate": [1e-3]}}, "learnig_rate"),
         ({"name": "x", "base": "base.yaml", "grid": {"training.epochs": [-1]}}, "training.epochs"),

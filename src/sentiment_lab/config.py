@@ -129,7 +129,8 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def validation_problems(err: ValidationError) -> list[str]:
+    """One line per problem of a pydantic validation error, naming the dotted key (for configs, sweeps, spaces)."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -137,7 +138,16 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             lines.append(f"unknown key '{where}': remove it or check its spelling")
         else:
             lines.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
-    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+    return lines
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    return f"invalid config {source}:\n  " + "\n  ".join(validation_problems(err))
+
+
+def override_value(value: Any) -> str:
+    """A value as the YAML text of a `key=value` override (round-trips floats like 1.0e-05)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).removesuffix("...\n").strip()
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

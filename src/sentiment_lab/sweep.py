@@ -26,7 +26,14 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sentiment_lab.config import ExperimentConfig, config_to_dict, load_config, read_yaml
+from sentiment_lab.config import (
+    ExperimentConfig,
+    config_to_dict,
+    load_config,
+    override_value,
+    read_yaml,
+    validation_problems,
+)
 from sentiment_lab.errors import ConfigError, SentimentLabError
 from sentiment_lab.io import write_json_atomic, write_text_atomic
 from sentiment_lab.rundir import is_finished
@@ -131,22 +138,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = "unknown key: remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"'{where}': {msg}")
-        raise SweepError(f"invalid sweep file {path}:\n  " + "\n  ".join(problems)) from None
-
-
-def _yaml_value(value: Any) -> str:
-    """A value as the YAML text an override `key=value` carries (round-trips floats like 1.0e-05)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
-    return text.removesuffix("...\n").strip()
+        raise SweepError(f"invalid sweep file {path}:\n  " + "\n  ".join(validation_problems(err))) from None
 
 
 def _override_items(values: dict[str, Any]) -> list[str]:
-    return [f"{key}={_yaml_value(value)}" for key, value in values.items()]
+    return [f"{key}={override_value(value)}" for key, value in values.items()]
 
 
 def _format_value(value: Any) -> str:

@@ -28,7 +28,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sentiment_lab.config import apply_overrides, build_config, config_to_dict, load_config, read_yaml
+from sentiment_lab.config import (
+    apply_overrides,
+    build_config,
+    config_to_dict,
+    load_config,
+    override_value,
+    read_yaml,
+    validation_problems,
+)
 from sentiment_lab.errors import ConfigError, SentimentLabError
 from sentiment_lab.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 
@@ -116,16 +124,8 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
     try:
         return SearchSpace.model_validate(raw)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = "unknown key: remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"'{where}': {msg}")
-        raise TuneError(f"invalid search space {path or '(default)'}:\n  " + "\n  ".join(problems)) from None
-
-
-def _yaml_value(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).removesuffix("...\n").strip()
+        problems = "\n  ".join(validation_problems(err))
+        raise TuneError(f"invalid search space {path or '(default)'}:\n  " + problems) from None
 
 
 def check_space(space: SearchSpace, config_path: str | Path, overrides: list[str]) -> None:
@@ -134,7 +134,7 @@ def check_space(space: SearchSpace, config_path: str | Path, overrides: list[str
     for key, spec in space.params.items():
         for value in spec.values_to_check():
             try:
-                build_config(apply_overrides(raw, [f"{key}={_yaml_value(value)}"]), str(config_path))
+                build_config(apply_overrides(raw, [f"{key}={override_value(value)}"]), str(config_path))
             except ConfigError as exc:
                 raise TuneError(
                     f"search space parameter {key!r} = {value!r} does not make a valid config: {exc}"
@@ -320,7 +320,7 @@ def tune(
             trial.set_user_attr("surplus", True)
             raise _BudgetReached
         params = suggest(trial, space)
-        items = overrides + [f"{k}={_yaml_value(v)}" for k, v in params.items()]
+        items = overrides + [f"{k}={override_value(v)}" for k, v in params.items()]
         cfg = load_config(config_path, items, data_path)
         cfg.name = f"{name}/trial-{trial.number:04d}"
         run_dir = out / "trials" / f"trial-{trial.number:04d}"
@@ -415,7 +415,7 @@ def write_outputs(
             "params": best.params,
             "run_dir": best.user_attrs.get("run_dir"),
         }
-        items = overrides + [f"{k}={_yaml_value(v)}" for k, v in best.params.items()]
+        items = overrides + [f"{k}={override_value(v)}" for k, v in best.params.items()]
         cfg = load_config(config_path, items, data_path)
         cfg.name = f"{study.study_name}-best"
         header = (
