@@ -24,14 +24,18 @@ def _tiny_vocab(texts: list[str], size: int = 2000) -> list[str]:
     return specials + vocab + list("abcdefghijklmnopqrstuvwxyz") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
 
 
-def build_tiny_model_dir(folder: Path, texts: list[str], seed: int = 0) -> Path:
-    """Save an untrained 2-layer, hidden-32 BERT classifier and a WordPiece tokenizer as an HF folder."""
+def build_tiny_model_dir(folder: Path, texts: list[str], seed: int = 0, vocab: list[str] | None = None) -> Path:
+    """Save an untrained 2-layer, hidden-32 BERT classifier and a WordPiece tokenizer as an HF folder.
+
+    vocab: the exact WordPiece vocabulary (default: the most frequent words of `texts`, letters and ##letters).
+    """
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(dict.fromkeys(_tiny_vocab(texts))) + "\n")
-    tokenizer = BertTokenizer(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=512)
+    vocab_file.write_text("\n".join(dict.fromkeys(vocab or _tiny_vocab(texts))) + "\n")
+    # transformers 5 reads the file from `vocab=`; `vocab_file=` is silently ignored (a 5-token vocabulary).
+    tokenizer = BertTokenizer(vocab=str(vocab_file), do_lower_case=True, model_max_length=512)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer),

@@ -23,9 +23,7 @@ from sentiment_lab.tokenization import TextSettings, load_text_settings, save_te
 def short_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny model reading real words, with a 32-token window and head_tail truncation (reviews are long for it).
 
-    The tokenizer is rebuilt from the fixture's vocab.txt (transformers 5 ignores BertTokenizer's `vocab_file=`,
-    so the shared fixture maps every word to [UNK]) and the weights are redrawn large, so that logits depend
-    on the words of the input.
+    The weights are redrawn large, so that logits depend on the words of the input.
     """
     from transformers import BertTokenizer
 
