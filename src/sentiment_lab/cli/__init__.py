@@ -62,13 +62,18 @@ def add_config_args(p: argparse.ArgumentParser, config_required: bool = True) ->
         p.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
     else:
         p.add_argument("config", nargs="?", help="experiment YAML (default: built-in defaults, IMDb)")
+    add_override_args(p)
+
+
+def add_override_args(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """--set KEY=VALUE (repeatable) and --data PATH; scope words the help (e.g. "in every run")."""
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.learning_rate=3e-5 (repeatable)",
+        help=f"override a config value{scope}, e.g. --set training.learning_rate=3e-5 (repeatable)",
     )
     p.add_argument("--data", help="data folder or file (replaces data.path; e.g. ../shared/data/imdb)")
 
@@ -90,6 +95,27 @@ def add_precision_arg(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="torch backend compute precision (auto: bf16 on CPUs with native bf16 and on CUDA, else fp32)",
     )
+
+
+def add_predictor_args(p: argparse.ArgumentParser) -> None:
+    """How `predict` and `serve` load and run a model: backend, batch, long texts, review threshold."""
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="runtime (onnx needs `export`)")
+    p.add_argument("--int8", action="store_true", help="with --backend onnx: the INT8 model (model.int8.onnx)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--long-text",
+        choices=("truncate", "chunk"),
+        default="truncate",
+        help="truncate as in training, or average the logits of overlapping windows over the whole review",
+    )
+    p.add_argument("--stride", type=int, help="chunk mode: tokens shared by neighbouring windows (default: 1/4)")
+    p.add_argument(
+        "--review-threshold",
+        type=float,
+        help="needs_review below this confidence (default: the model's calibrated threshold, else 0.70)",
+    )
+    add_allow_pickle_arg(p)
+    add_precision_arg(p)
 
 
 SECTIONS = ("core", "deploy", "experiments", "analysis", "serve")

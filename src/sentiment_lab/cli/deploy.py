@@ -5,28 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sentiment_lab.cli import add_allow_pickle_arg, add_precision_arg, command, format_table
+from sentiment_lab.cli import add_predictor_args, command, format_table
 from sentiment_lab.errors import ConfigError
-
-
-def _add_predictor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="runtime (onnx needs `export`)")
-    p.add_argument("--int8", action="store_true", help="with --backend onnx: the INT8 model (model.int8.onnx)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--long-text",
-        choices=("truncate", "chunk"),
-        default="truncate",
-        help="truncate as in training, or average the logits of overlapping windows over the whole review",
-    )
-    p.add_argument("--stride", type=int, help="chunk mode: tokens shared by neighbouring windows (default: 1/4)")
-    p.add_argument(
-        "--review-threshold",
-        type=float,
-        help="needs_review below this confidence (default: the model's calibrated threshold, else 0.70)",
-    )
-    add_allow_pickle_arg(p)
-    add_precision_arg(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column", default="text", help="column (or JSON key) holding the review text")
     p.add_argument("--chunk-rows", type=int, default=1024, help="rows read and predicted at a time")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_predictor_args(p)
+    add_predictor_args(p)
 
     p = sub.add_parser(
         "export",

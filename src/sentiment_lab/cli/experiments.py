@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sentiment_lab.cli import add_config_args, command, format_table
+from sentiment_lab.cli import add_config_args, add_override_args, command, format_table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -14,15 +14,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file, e.g. sweeps/ablation-lr.yaml")
     p.add_argument("--quick", action="store_true", help="use the file's quick mode (MiniLM, small subsets, CPU)")
     p.add_argument("--out", help="sweep folder (default: runs/sweeps/<name>[-quick])")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value in every run, e.g. --set data.max_train=1000 (repeatable)",
-    )
-    p.add_argument("--data", help="data folder or file (replaces data.path; e.g. ../shared/data/imdb)")
+    add_override_args(p, " in every run")
     p.add_argument("--dry-run", action="store_true", help="validate the sweep and list its runs; train nothing")
 
     p = sub.add_parser("tune", help="Optuna hyperparameter search (objective: validation F1) over a YAML space")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sentiment_lab.cli import add_allow_pickle_arg, add_precision_arg, command
+from sentiment_lab.cli import add_predictor_args, command
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -27,13 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-public", action="store_true", help="allow a non-loopback --host without an API key (open to all)"
     )
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="runtime (onnx needs `export`)")
-    p.add_argument("--int8", action="store_true", help="with --backend onnx: the INT8 model")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass inside the model")
-    p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate")
-    p.add_argument("--review-threshold", type=float, help="needs_review below this confidence")
-    add_allow_pickle_arg(p)
-    add_precision_arg(p)
+    add_predictor_args(p)
     p.add_argument("--no-explain", action="store_true", help="disable POST /v1/explain and the page's highlights")
     g = p.add_argument_group("batching and limits")
     g.add_argument("--max-batch-size", type=int, help="texts per micro-batch (default 32)")
@@ -62,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         quantized=args.int8,
         batch_size=args.batch_size,
         long_text=args.long_text,
+        stride=args.stride,
         review_threshold=args.review_threshold,
         allow_pickle=args.allow_pickle,
         precision=args.precision,
