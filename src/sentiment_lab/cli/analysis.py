@@ -59,7 +59,12 @@ def _report(args: argparse.Namespace) -> int:
             f"points, NLL {t['nll_before']:.4f} -> {t['nll_after']:.4f}"
         )
         ab = k["abstention_test"]
-        if ab["threshold"] is not None:
+        if ab["threshold"] is not None and ab["accuracy_kept"] is None:
+            print(
+                f"abstain below {100 * ab['threshold']:.1f}% confidence: no test review is that confident "
+                "(coverage 0%); every review would go to human review"
+            )
+        elif ab["threshold"] is not None:
             print(
                 f"abstain below {100 * ab['threshold']:.1f}% confidence: coverage {100 * ab['coverage']:.1f}%, "
                 f"accuracy {100 * ab['accuracy_kept']:.1f}%, {100 * ab['to_review']:.1f}% to human review"
