@@ -6,6 +6,8 @@ padding, no evaluation: this measures the training step only. Prints a table and
 
     python benchmarks/train_levers.py                 # 256 tokens, 10 steps per setting (about 4 minutes, 2 cores)
     python benchmarks/train_levers.py --length 512 --steps 6
+    python benchmarks/train_levers.py --scaling 128,256,512   # then the default setting (bf16, attention dropout 0)
+                                                              # at each length: how cost grows with max_length
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def main() -> None:
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=10, help="timed steps per setting (after one warm-up step)")
+    p.add_argument("--scaling", help="comma-separated lengths for the default setting alone (e.g. 128,256,512)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_levers.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -98,23 +101,28 @@ def main() -> None:
         child(args)
         return
 
+    settings = [
+        (precision, dropout, malloc, args.length)
+        for precision, dropout, malloc in itertools.product(("fp32", "bf16"), (0.1, 0.0), (False, True))
+        if not (malloc and dropout != 0.0)  # the allocator lever is measured on top of the faster setting only
+    ]
+    if args.scaling:
+        settings += [("bf16", 0.0, False, int(n)) for n in args.scaling.split(",")]
     rows = []
-    for precision, dropout, malloc in itertools.product(("fp32", "bf16"), (0.1, 0.0), (False, True)):
-        if malloc and dropout != 0.0:
-            continue  # the allocator lever is measured on top of the faster setting only
+    for precision, dropout, malloc, length in settings:
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(MALLOC_ENV if malloc else {})}
         cmd = [sys.executable, __file__, "--child", f"--precision={precision}", f"--attention-dropout={dropout}"]
-        cmd += [f"--model={args.model}", f"--length={args.length}", f"--batch-size={args.batch_size}"]
+        cmd += [f"--model={args.model}", f"--length={length}", f"--batch-size={args.batch_size}"]
         cmd += [f"--steps={args.steps}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
             sys.exit(f"{precision}/{dropout} failed:\n{proc.stderr[-3000:]}")
-        row = {"precision": precision, "attention_dropout": dropout, "malloc_env": malloc}
+        row = {"precision": precision, "attention_dropout": dropout, "malloc_env": malloc, "length": length}
         row.update(json.loads(line[len("RESULT ") :]))
         rows.append(row)
         print(
-            f"{precision:5} attention dropout {dropout:.1f} malloc env {'on ' if malloc else 'off'}: "
+            f"{length:4} tokens {precision:5} attention dropout {dropout:.1f} malloc env {'on ' if malloc else 'off'}: "
             f"{row['samples_per_s']:6.2f} samples/s, {row['page_faults_per_step']:9.0f} page faults/step",
             flush=True,
         )
