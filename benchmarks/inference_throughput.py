@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 # The sibling benchmark's helpers (this folder is on sys.path when the script runs).
-from train_throughput import environment, peak_rss_mb
+from train_throughput import environment, peak_rss_mb, run_role
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = ("torch", "torch-fp32", "onnx", "onnx-int8")
@@ -328,12 +327,7 @@ def main() -> None:
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in (*skip, "model_dir")
         ]
         cmd += ["--same-length"] if args.same_length else []
-        print(f"running {role} ...", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            sys.exit(f"{role} failed:\n{proc.stderr[-3000:]}")
-        results[role] = json.loads(line[len("RESULT ") :])
+        results[role] = run_role(role, cmd)
 
     import onnxruntime
 

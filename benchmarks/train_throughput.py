@@ -40,6 +40,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_role(role: str, cmd: list[str]) -> dict:
+    """Run one measured role in its own process (its own peak RSS) and return its `RESULT {json}` line."""
+    print(f"running {role} ...", flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"{role} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT ") :])
+
+
 def load_split(args: argparse.Namespace):
     from sentiment_lab.config import DataConfig
     from sentiment_lab.data import prepare_data
@@ -191,12 +201,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--role", role] + [
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("role", "out")
         ]
-        print(f"running {role} ...", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            sys.exit(f"{role} failed:\n{proc.stderr[-3000:]}")
-        results[role] = json.loads(line[len("RESULT ") :])
+        results[role] = run_role(role, cmd)
 
     ref, ours = results["reference"], results["ours"]
     summary = {
