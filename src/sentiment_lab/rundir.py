@@ -52,10 +52,7 @@ def check_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = F
         raise RunDirError(f"run folder {run} exists and is a file; choose another --out")
     owner = live_lock_owner(run)
     if owner:  # first: --overwrite must never empty a folder another process is training into
-        raise RunDirError(
-            f"run folder {run} is in use by process {owner} (lock file {run / LOCK_FILE}); wait for it or choose "
-            "another --out"
-        )
+        raise _in_use(run, owner)
     if is_finished(run) and not overwrite:
         raise RunDirError(
             f"run folder {run} already holds a finished run (metrics.json); pass --overwrite to replace it "
@@ -107,6 +104,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _in_use(run: Path, owner: int) -> RunDirError:
+    return RunDirError(
+        f"run folder {run} is in use by process {owner} (lock file {run / LOCK_FILE}); wait for it or choose "
+        "another --out"
+    )
+
+
 def live_lock_owner(run_dir: str | Path) -> int | None:
     """The pid in RUN_DIR/.lock when that process is alive (and not us); None for no lock or a stale one."""
     try:
@@ -129,10 +133,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         except FileExistsError:
             owner = live_lock_owner(run)
             if owner:
-                raise RunDirError(
-                    f"run folder {run} is in use by process {owner} (lock file {lock}); wait for it or choose "
-                    "another --out"
-                ) from None
+                raise _in_use(run, owner) from None
             lock.unlink(missing_ok=True)  # stale lock from a dead process
     else:
         raise RunDirError(f"cannot take the lock {lock}")
