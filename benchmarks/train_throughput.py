@@ -2,8 +2,9 @@
 
 Reference: Trainer on reviews padded to max_length ("padding='max_length'"), fp32 (fp16 on CUDA), default
 threads. Ours: `sentiment_lab.training.train` with the tool's defaults for the device (dynamic padding,
-length-grouped batches, bf16 autocast where the hardware has it). Both see the same reviews, the same number of
-optimizer steps and the same seed; each runs in its own process so peak RSS is its own.
+length-grouped batches, bf16 autocast where the hardware has it, attention dropout 0 on a CPU). Both see the
+same reviews, the same number of optimizer steps and the same seed; each runs in its own process so peak RSS is
+its own.
 
     python benchmarks/train_throughput.py --samples 256 --eval 400          # quick: a few minutes on 2 cores
     python benchmarks/train_throughput.py --samples 4000 --eval 2000        # accuracy condition (long)
@@ -155,6 +156,7 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = run_reference(args) if args.role == "reference" else run_ours(args)
     result.update({"role": args.role, "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - start})
+    result["malloc_env"] = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -219,7 +221,7 @@ def main() -> None:
     for role, r in results.items():
         print(
             f"{role:10} {r['samples_per_s']:10.2f} {r['val_accuracy']:8.4f} {r['peak_rss_mb']:13.0f}  "
-            f"{r['precision']} / {r['padding']}"
+            f"{r['precision']} / {r['padding']} / allocator {r['malloc_env'] or 'glibc default'}"
         )
     print(
         f"\nT1 throughput ratio {summary['T1_throughput_ratio']:.2f}x (target >= 3.0x), "

@@ -155,3 +155,19 @@ def test_data_stats(capsys, imdb_dir, tiny_model_dir):
     )
     assert code == 0
     assert "words mean/med/min/max" in stdout and "train" in stdout and ">256 tok" in stdout
+
+
+def test_tuned_allocator_is_opt_in_for_training_on_glibc_once():
+    import platform
+    import sys
+
+    from sentiment_lab.cli import ALLOCATOR_SWITCH, TUNED_ALLOCATOR_ENV, wants_tuned_allocator
+
+    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    asked = {ALLOCATOR_SWITCH: "tuned"}
+    assert wants_tuned_allocator("train", asked) is glibc
+    assert wants_tuned_allocator("sweep", asked) is glibc
+    assert not wants_tuned_allocator("train", {})  # glibc's own settings unless asked for
+    assert not wants_tuned_allocator("train", {ALLOCATOR_SWITCH: "default"})
+    assert not wants_tuned_allocator("predict", asked)  # inference keeps glibc's defaults
+    assert not wants_tuned_allocator("train", {**asked, **TUNED_ALLOCATOR_ENV})  # already set: no second re-exec

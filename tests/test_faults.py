@@ -63,11 +63,16 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, tiny_model_dir, imdb_dir):
         cwd=REPO,
         capture_output=True,
         text=True,
+        env={**os.environ, "SENTIMENT_LAB_ALLOCATOR": "tuned"},
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from"] is not None
     assert metrics["global_step"] == 3 * 96 // 8  # the same optimizer steps as an uninterrupted run
+    # Asked for the tuned glibc allocator, the command re-executed itself with it and recorded it in the config.
+    environment = yaml.safe_load((run / "config.yaml").read_text())["resolved"]["environment"]
+    if sys.platform == "linux" and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        assert "MALLOC_TRIM_THRESHOLD_=68719476736" in environment["malloc_env"]
 
 
 def test_unwritable_run_folder_fails_before_training(tmp_path, tiny_model_dir, imdb_dir):

@@ -169,4 +169,9 @@ def environment_info() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         versions["git_commit"] = None
     versions["platform"] = platform.platform()
+    # glibc allocator settings change CPU training speed (the CLI sets them for training; docs/performance.md)
+    import os
+
+    malloc = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
+    versions["malloc_env"] = " ".join(malloc) or None
     return versions

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sentiment_lab.errors import SentimentLabError
@@ -136,10 +138,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# glibc malloc settings for CPU training: keep freed activation buffers mapped instead of returning them to the
+# kernel after every step. Opt-in (SENTIMENT_LAB_ALLOCATOR=tuned): measured +6% to +11% samples/s in real
+# quick-start training for +3% to +9% peak RSS (docs/performance.md). glibc reads them only at process start, so
+# the command re-executes itself once with them.
+TUNED_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+ALLOCATOR_SWITCH = "SENTIMENT_LAB_ALLOCATOR"  # tuned: TUNED_ALLOCATOR_ENV for training commands; else glibc's own
+TRAINING_COMMANDS = ("train", "tune", "sweep")
+
+
+def wants_tuned_allocator(command: str, environ: Mapping[str, str]) -> bool:
+    """Whether a command should re-execute with TUNED_ALLOCATOR_ENV: asked for, training, on glibc, not yet set."""
+    return (
+        environ.get(ALLOCATOR_SWITCH) == "tuned"
+        and command in TRAINING_COMMANDS
+        and sys.platform == "linux"
+        and platform.libc_ver()[0] == "glibc"
+        and not any(key in environ for key in TUNED_ALLOCATOR_ENV)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sentiment-lab` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and wants_tuned_allocator(args.command, os.environ):  # the real command line only, not tests
+        os.environ.update(TUNED_ALLOCATOR_ENV)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "sentiment_lab", *sys.argv[1:]])
     # Our own progress at INFO; libraries (ONNX exporter passes, onnxruntime, torch) only from WARNING unless -v.
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
