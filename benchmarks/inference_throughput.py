@@ -25,7 +25,7 @@ from pathlib import Path
 from train_throughput import environment, peak_rss_mb, run_role
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = ("torch", "torch-fp32", "onnx", "onnx-int8")
+OURS = ("torch", "torch-fp32", "torch-compile", "onnx", "onnx-int8")
 TARGETS = {"I1_ratio": 4.0, "I1_accuracy_pp": 0.3, "I1_agreement": 0.99, "I2_p50_ratio": 0.33}
 
 
@@ -116,6 +116,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
         quantized=args.role == "onnx-int8",
         precision="fp32" if args.role == "torch-fp32" else "auto",
+        compile=args.role == "torch-compile",  # `--compile`: torch.compile, compiled inside load
     )
     device = str(next(predictor.model.parameters()).device.type) if predictor.model is not None else "cpu"
     precision = predictor.precision
@@ -293,7 +294,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--backends",
-        help="comma-separated subset of torch,torch-fp32,onnx,onnx-int8 (default: CPU all, CUDA the torch ones)",
+        help="comma-separated subset of torch,torch-fp32,torch-compile,onnx,onnx-int8 (default: all but "
+        "torch-compile on CPU, the torch ones on CUDA)",
     )
     p.add_argument("--no-export", action="store_true", help="do not export ONNX into MODEL_DIR/onnx/ when missing")
     p.add_argument("--export-n", type=int, default=200, help="reviews of the export's parity check")

@@ -90,6 +90,18 @@ def test_precision_auto_follows_the_hardware_and_bf16_keeps_the_labels(short_mod
         Predictor.load(short_model_dir, precision="int4")
 
 
+def test_compiled_predictor_matches_eager(short_model_dir: Path, reviews: list[str]) -> None:
+    texts = [reviews[0][:40], *reviews[1:9], "Great."]  # several lengths and batch sizes: one dynamic graph
+    eager = Predictor.load(short_model_dir, precision="fp32", batch_size=4)
+    compiled = Predictor.load(short_model_dir, precision="fp32", batch_size=4, compile=True)
+    assert compiled.info()["compiled"] and not eager.info()["compiled"]
+    np.testing.assert_allclose(compiled.logits(texts), eager.logits(texts), atol=1e-4)
+    np.testing.assert_allclose(compiled.logits(texts[:1]), eager.logits(texts[:1]), atol=1e-4)
+    assert compiled.model is not None and not hasattr(compiled.model, "_orig_mod")  # export/explain get the eager one
+    with pytest.raises(ConfigError, match="compile=True needs backend='torch'"):
+        Predictor.load(short_model_dir, backend="onnx", compile=True)
+
+
 def test_chunk_equals_truncate_on_short_texts(short_model_dir: Path) -> None:
     texts = ["A wonderful film.", "Dull and far too long, I left early.", "ok", "the plot is thin but the cast is fun"]
     plain = Predictor.load(short_model_dir, precision="fp32").logits(texts)

@@ -116,6 +116,11 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
         type=float,
         help="needs_review below this confidence (default: the model's calibrated threshold, else 0.70)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch backend: torch.compile with frozen weights (faster single reviews; tens of seconds at start)",
+    )
     add_allow_pickle_arg(p)
     add_precision_arg(p)
 

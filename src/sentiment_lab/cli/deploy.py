@@ -78,6 +78,7 @@ def _load_predictor(args: argparse.Namespace) -> object:
         stride=args.stride,
         allow_pickle=args.allow_pickle,
         precision=args.precision,
+        compile=args.compile,
     )
 
 

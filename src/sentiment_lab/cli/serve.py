@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         review_threshold=args.review_threshold,
         allow_pickle=args.allow_pickle,
         precision=args.precision,
+        compile=args.compile,
         api_key=args.api_key,
         allow_public=args.allow_public,
         explain=not args.no_explain,

@@ -620,6 +620,7 @@ def serve(
     review_threshold: float | None = None,
     allow_pickle: bool = False,
     precision: str = "auto",
+    compile: bool = False,
     api_key: str | None = None,
     allow_public: bool = False,
     explain: bool = True,
@@ -652,6 +653,7 @@ def serve(
         quantized=quantized,
         allow_pickle=allow_pickle,
         precision=precision,
+        compile=compile,
     )
     explainer = model_explainer(predictor) if explain else None
     app = create_app(predictor.predict, settings, predictor.info(), explainer)
