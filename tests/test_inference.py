@@ -102,6 +102,23 @@ def test_compiled_predictor_matches_eager(short_model_dir: Path, reviews: list[s
         Predictor.load(short_model_dir, backend="onnx", compile=True)
 
 
+def test_compile_failure_is_one_clear_error(short_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoCompiler(torch.nn.Module):  # what a compiled module does on a machine without a C++ compiler
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **inputs: torch.Tensor) -> None:
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    def broken_compile(model: torch.nn.Module, **kwargs: object) -> torch.nn.Module:
+        return NoCompiler(model)
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(ModelError, match=r"torch.compile failed on this machine .*C\+\+ compiler.*without --compile"):
+        Predictor.load(short_model_dir, compile=True)
+
+
 def test_chunk_equals_truncate_on_short_texts(short_model_dir: Path) -> None:
     texts = ["A wonderful film.", "Dull and far too long, I left early.", "ok", "the plot is thin but the cast is fun"]
     plain = Predictor.load(short_model_dir, precision="fp32").logits(texts)

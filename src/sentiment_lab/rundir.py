@@ -169,7 +169,7 @@ def environment_info() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         versions["git_commit"] = None
     versions["platform"] = platform.platform()
-    # glibc allocator settings change CPU training speed (the CLI sets them for training; docs/performance.md)
+    # glibc allocator settings change CPU training speed (SENTIMENT_LAB_ALLOCATOR=tuned sets them; docs/performance.md)
     import os
 
     malloc = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
