@@ -39,21 +39,13 @@ def load_reviews(args: argparse.Namespace):
     return reviews["text"].tolist(), reviews["label"].to_numpy()
 
 
-def percentiles(latencies_ms: list[float]) -> dict:
-    import numpy as np
-
-    if not latencies_ms:
-        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "mean": float("nan")}
-    p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(np.mean(latencies_ms))}
-
-
 def run_reference(args: argparse.Namespace) -> dict:
     """The published recipe: a text-classification pipeline, fp32, truncation at max_length, batch 32 / batch 1."""
     import numpy as np
     import torch
     from transformers import pipeline
 
+    from sentiment_lab.benchmarking import latency_summary, single_call_latencies_ms
     from sentiment_lab.evaluation import locate_model
     from sentiment_lab.inference import _label_order
 
@@ -77,19 +69,12 @@ def run_reference(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     outputs = pipe(texts, batch_size=args.batch_size)
     elapsed = time.perf_counter() - start
-    latency_texts = texts[: args.latency_n]
-    for text in latency_texts[:3]:
-        pipe(text)
-    latencies = []
-    for text in latency_texts:
-        t0 = time.perf_counter()
-        pipe(text)
-        latencies.append(1000 * (time.perf_counter() - t0))
+    latencies = single_call_latencies_ms(pipe, texts[: args.latency_n], texts[:3])  # as measure_backend does
     preds = np.array([int(label2id[o["label"]] == positive) for o in outputs])
     return {
         "reviews_per_s": len(texts) / elapsed,
         "seconds": elapsed,
-        "latency_ms": percentiles(latencies),
+        "latency_ms": latency_summary(latencies),
         "accuracy": float(np.mean(preds == labels)),
         "preds": preds.tolist(),
         "load_s": load_s,

@@ -30,19 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def median_ms(call, texts: list[str], warmup: int = 3) -> dict:
-    import numpy as np
-
-    for text in texts[:warmup]:
-        call(text)
-    times = []
-    for text in texts:
-        start = time.perf_counter()
-        call(text)
-        times.append(1000 * (time.perf_counter() - start))
-    return {"p50_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", help="a run folder's model/ (e.g. runs/quickstart/model after `make demo`)")
@@ -58,6 +45,7 @@ def main() -> None:
     import transformers
     from transformers import pipeline
 
+    from sentiment_lab.benchmarking import latency_summary, single_call_latencies_ms
     from sentiment_lab.evaluation import locate_model
     from sentiment_lab.export import held_out_reviews
     from sentiment_lab.inference import Predictor, onnx_runner, torch_runner
@@ -71,7 +59,8 @@ def main() -> None:
     rows: dict[str, dict] = {}
 
     def row(name: str, call) -> None:
-        rows[name] = median_ms(call, texts)
+        latency = latency_summary(single_call_latencies_ms(call, texts, texts[:3]))
+        rows[name] = {"p50_ms": latency["p50"], "p95_ms": latency["p95"]}
         print(f"{name:44} p50 {rows[name]['p50_ms']:7.1f} ms  p95 {rows[name]['p95_ms']:7.1f} ms", flush=True)
 
     pipe = pipeline(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,26 @@ def available_backends(model_dir: Path) -> list[str]:
     return names
 
 
+def single_call_latencies_ms(call: Callable[[str], Any], texts: list[str], warmup: list[str]) -> list[float]:
+    """Milliseconds of `call(text)` for each text, one at a time (the serving case), after calls on `warmup`."""
+    for text in warmup:
+        call(text)
+    latencies = []
+    for text in texts:
+        start = time.perf_counter()
+        call(text)
+        latencies.append(1000 * (time.perf_counter() - start))
+    return latencies
+
+
+def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
+    """p50/p95/p99/mean of latencies in ms (NaN when there are none)."""
+    if not latencies_ms:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "mean": float("nan")}
+    p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(np.mean(latencies_ms))}
+
+
 def measure_backend(
     predictor: Predictor, texts: list[str], labels: np.ndarray, latency_n: int, warmup: int = 3
 ) -> dict[str, Any]:
@@ -43,19 +64,12 @@ def measure_backend(
     start = time.perf_counter()
     logits = predictor.logits(texts)
     elapsed = time.perf_counter() - start
-    for text in texts[:warmup]:
-        predictor.logits([text])
-    latencies = []
-    for text in texts[:latency_n]:
-        t0 = time.perf_counter()
-        predictor.logits([text])
-        latencies.append(1000 * (time.perf_counter() - t0))
-    p50, p95, p99, mean = (*np.percentile(latencies, [50, 95, 99]), np.mean(latencies)) if latencies else (np.nan,) * 4
+    latencies = single_call_latencies_ms(lambda text: predictor.logits([text]), texts[:latency_n], texts[:warmup])
     preds = logits.argmax(axis=-1) if predictor.positive_index == 1 else 1 - logits.argmax(axis=-1)
     return {
         "reviews_per_s": len(texts) / elapsed,
         "seconds": elapsed,
-        "latency_ms": {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(mean)},
+        "latency_ms": latency_summary(latencies),
         "accuracy": float(np.mean(preds == labels)),
         "preds": preds,
     }
