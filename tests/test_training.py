@@ -6,13 +6,14 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import tiny_config
 from sentiment_lab.config import build_config
 from sentiment_lab.errors import RunDirError
 from sentiment_lab.rundir import complete_checkpoints, last_checkpoint, run_lock
-from sentiment_lab.training import train
+from sentiment_lab.training import ShuffledLengthBuckets, train
 
 METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "f1_macro", "precision_macro", "recall_macro"}
 
@@ -77,10 +78,16 @@ def test_bad_input_leaves_no_run_folder(tmp_path, tiny_model_dir):
     assert not run.exists()
 
 
-def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir):
-    """Train 2 epochs saving each epoch; drop the final state to simulate a crash after epoch 1; resume."""
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir, group_by_length):
+    """Train 2 epochs saving each epoch; drop the final state to simulate a crash after epoch 1; resume.
+
+    With length-grouped batches the resumed run must replay the same batch order, or its result would differ.
+    """
     run = tmp_path / "run"
-    raw = tiny_config(tiny_model_dir, imdb_dir, epochs=2, save_total_limit=5, keep_checkpoints=True)
+    raw = tiny_config(
+        tiny_model_dir, imdb_dir, epochs=2, save_total_limit=5, keep_checkpoints=True, group_by_length=group_by_length
+    )
     full = train(build_config(raw), run)
     steps = [int(p.name.split("-")[1]) for p in complete_checkpoints(run)]
     assert steps == [4, 8]
@@ -99,6 +106,37 @@ def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir):
     assert resumed["resumed_from"] == "checkpoint-4"
     assert resumed["global_step"] == full["global_step"] == 8
     assert resumed["test"]["accuracy"] == pytest.approx(full["test"]["accuracy"], abs=1e-6)
+
+
+def test_length_buckets_are_homogeneous_batches_in_random_order():
+    torch.manual_seed(0)
+    lengths = [(i * 37) % 100 for i in range(100)]  # 100 distinct lengths in scrambled order
+    sampler = ShuffledLengthBuckets(lengths, batch_size=8, mega_batch_mult=50)
+    epochs = [list(sampler) for _ in range(2)]
+    for order in epochs:
+        assert sorted(order) == list(range(100))  # every review once per epoch
+        batches = [sorted(lengths[i] for i in order[k : k + 8]) for k in range(0, 100, 8)]
+        # One mega-batch holds everything: each full batch is 8 consecutive lengths, the short one comes last.
+        assert all(b == list(range(b[0], b[0] + 8)) and b[0] % 8 == 0 for b in batches[:-1])
+        assert batches[-1] == [96, 97, 98, 99]
+        assert batches[0] == list(range(88, 96))  # the longest full batch first, then random order
+        firsts = [b[0] for b in batches[1:-1]]
+        assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # not walked by length
+    assert epochs[0] != epochs[1]
+
+
+def test_length_grouped_training_uses_the_shuffled_buckets(tmp_path, tiny_model_dir, imdb_dir, monkeypatch):
+    seen: list[int] = []
+    original = ShuffledLengthBuckets.__iter__
+
+    def spy(self):
+        for i in original(self):
+            seen.append(i)
+            yield i
+
+    monkeypatch.setattr(ShuffledLengthBuckets, "__iter__", spy)
+    metrics = train(build_config(tiny_config(tiny_model_dir, imdb_dir, group_by_length=True)), tmp_path / "run")
+    assert metrics["global_step"] == 4 and sorted(seen) == list(range(64))
 
 
 def test_lock_refuses_second_owner(tmp_path):

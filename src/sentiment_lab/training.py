@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from torch.utils.data import Sampler
 from torch.utils.tensorboard import SummaryWriter
 from transformers import (
     DataCollatorWithPadding,
@@ -128,9 +129,53 @@ def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: st
         report_to="none",
         seed=t.seed,
         data_seed=t.seed,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        train_sampling_strategy="random",  # group_by_length: LengthBucketTrainer's sampler replaces it
         dataloader_num_workers=0,
     )
+
+
+class ShuffledLengthBuckets(Sampler[int]):
+    """Length-grouped batches in random order: the padding saving of grouping, without its ordering.
+
+    transformers' `group_by_length` sorts each mega-batch of up to 50 batches longest first, so training walks
+    from long to short reviews again and again and ends on the shortest reviews of the last mega-batch. After
+    64 steps that cost 6-8 pp validation accuracy at two of three seeds (docs/performance.md, T1). Here the
+    reviews are shuffled, sorted by length within each mega-batch and cut into batches as there; then the batches
+    themselves are shuffled, except that the batch of the longest reviews comes first. The one short batch, if
+    any, goes last, so that consecutive `batch_size` indices always form one batch. Draws from torch's global
+    generator, as transformers' samplers do, so a resumed run replays the same order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, mega_batch_mult: int = 50) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.mega_batch_size = batch_size * mega_batch_mult
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths)).tolist()
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.mega_batch_size):
+            mega = sorted(order[start : start + self.mega_batch_size], key=self.lengths.__getitem__)
+            batches += [mega[i : i + self.batch_size] for i in range(0, len(mega), self.batch_size)]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [b for b in batches if len(b) == self.batch_size]
+        full = [full[k] for k in torch.randperm(len(full)).tolist()]
+        if full:  # the longest batch first, as transformers does: memory peaks (or fails) at once, not midway
+            longest = max(range(len(full)), key=lambda k: self.lengths[full[k][-1]])
+            full[0], full[longest] = full[longest], full[0]
+        for batch in full + short:
+            yield from batch
+
+
+class LengthBucketTrainer(Trainer):
+    """Trainer whose training sampler is `ShuffledLengthBuckets` (token counts of `input_ids`)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return ShuffledLengthBuckets([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
 
 
 def history_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -305,8 +350,6 @@ def _train_in_run_dir(
 
     train_ds = tokenize_frame(splits.train, tokenizer, settings)
     val_ds = tokenize_frame(splits.val, tokenizer, settings)
-    if cfg.training.group_by_length:
-        train_ds = train_ds.add_column("length", [len(x) for x in train_ds["input_ids"]])
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
     collator = DataCollatorWithPadding(tokenizer, padding=pad_to, max_length=settings.max_length)
 
@@ -325,7 +368,8 @@ def _train_in_run_dir(
     if cfg.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     callbacks.extend(extra_callbacks)
-    trainer = Trainer(
+    trainer_class = LengthBucketTrainer if cfg.training.group_by_length else Trainer
+    trainer = trainer_class(
         model=model,
         args=build_training_arguments(cfg, run_dir, precision),
         train_dataset=train_ds,
