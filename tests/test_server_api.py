@@ -396,3 +396,20 @@ def test_a_lone_surrogate_is_422_not_a_model_crash(tiny_client: TestClient, path
         assert r.json()["detail"].startswith("text 1 holds a lone surrogate (U+D800) at character 4")
     ok = tiny_client.post("/v1/predict", json={"texts": ["fine"]})
     assert ok.status_code == 200  # the server keeps serving
+
+
+def test_explain_reports_the_temperature_scaled_probability_of_predict(tiny_model_dir: Path) -> None:
+    from sentiment_lab.inference import Predictor
+    from sentiment_lab.server.app import model_explainer
+
+    predictor = Predictor.load(tiny_model_dir, precision="fp32")  # one set of weights for both endpoints
+    predictor.temperature = 0.05  # as if calibrated; sharp enough to move the tiny model's near-0.5 outputs
+    text = "A wonderful, moving film."
+    app = create_app(predictor.predict, ServerSettings(max_wait_ms=0), predictor.info(), model_explainer(predictor))
+    with TestClient(app) as client:
+        predicted = client.post("/v1/predict", json={"texts": [text]}).json()["predictions"][0]
+        explained = client.post("/v1/explain", json={"text": text}).json()
+    raw = predictor.predict([text])[0]["prob_pos"]
+    predictor.temperature = 1.0
+    assert abs(raw - predictor.predict([text])[0]["prob_pos"]) > 0.01  # the temperature matters here
+    assert math.isclose(explained["prob_pos"], predicted["prob_pos"], abs_tol=1e-3)

@@ -71,6 +71,12 @@ def scaled_prob_pos(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=np.float64) / temperature)[:, 1]
 
 
+def rescale_prob_pos(prob_pos: float, temperature: float) -> float:
+    """A positive-class probability recomputed with the logits divided by T (two classes: sigmoid(logit / T))."""
+    p = min(max(float(prob_pos), 1e-12), 1 - 1e-12)
+    return float(1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature)))
+
+
 def reliability_bins(confidence: Any, correct: Any, n_bins: int = 10, low: float = 0.5) -> pd.DataFrame:
     """Equal-width confidence bins over [low, 1]: count, mean confidence, accuracy and their gap per bin."""
     conf = np.asarray(confidence, dtype=float)

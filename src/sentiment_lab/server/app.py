@@ -528,6 +528,8 @@ def model_explainer(predictor: Any, n_steps: int = 20) -> ExplainFn | None:
     Reuses the predictor's torch model when it is fp32 (the model thread runs one call at a time, so sharing
     it is safe); otherwise (ONNX, or bf16/fp16 weights, too coarse for gradients) it loads the fp32 weights once.
     """
+    from sentiment_lab.analysis.calibration import rescale_prob_pos
+
     try:
         from sentiment_lab.analysis.explain import (
             SPECIAL_TOKENS,
@@ -557,7 +559,8 @@ def model_explainer(predictor: Any, n_steps: int = 20) -> ExplainFn | None:
         truncated = len(tokenizer(text, verbose=False)["input_ids"]) > len(e.tokens)
         return {
             "label": e.label_names[e.pred].upper(),
-            "prob_pos": e.prob_pos,
+            # temperature-scaled, as /v1/predict reports it for the same text
+            "prob_pos": rescale_prob_pos(e.prob_pos, predictor.temperature),
             "words": [
                 {"text": w, "score": sign * float(s)}
                 for w, s in zip(words, scores, strict=True)
