@@ -12,7 +12,9 @@ cut as the reference cuts them (head, --max-length tokens), one review per call,
 - ONNX Runtime INT8 (the exported MODEL_DIR/onnx/model.int8.onnx) and ONNX Runtime after its BERT graph
   optimizer (`onnxruntime.transformers.optimizer`), fp32
 
-One process, rows in sequence, so the rows share the machine's state; a busy machine distorts every row.
+One process; the levers take turns review by review (each review is timed under every lever before the next
+review), so a shared machine that slows down for a while slows every row alike and the ratios hold. Each
+lever has its own model instance. Labels are compared with the reference's on the same reviews.
 
     python benchmarks/latency_levers.py runs/quickstart/model --n 60
 """
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +48,7 @@ def main() -> None:
     import transformers
     from transformers import pipeline
 
-    from sentiment_lab.benchmarking import latency_summary, single_call_latencies_ms
+    from sentiment_lab.benchmarking import interleaved_latencies_ms, latency_summary
     from sentiment_lab.evaluation import locate_model
     from sentiment_lab.export import held_out_reviews
     from sentiment_lab.inference import Predictor, onnx_runner, torch_runner
@@ -56,60 +59,60 @@ def main() -> None:
     if reviews is None:
         sys.exit("no IMDb copy found: pass --data /path/to/imdb or set IMDB_DIR")
     texts = reviews["text"].tolist()[: args.n]
-    rows: dict[str, dict] = {}
-
-    def row(name: str, call) -> None:
-        latency = latency_summary(single_call_latencies_ms(call, texts, texts[:3]))
-        rows[name] = {"p50_ms": latency["p50"], "p95_ms": latency["p95"]}
-        print(f"{name:44} p50 {rows[name]['p50_ms']:7.1f} ms  p95 {rows[name]['p95_ms']:7.1f} ms", flush=True)
+    calls: dict[str, Any] = {}
 
     pipe = pipeline(
         "text-classification", model=str(folder), truncation=True, max_length=args.max_length, dtype=torch.float32
     )
-    row("reference: pipeline fp32", pipe)
-    del pipe
+    positive = {label: "POS" in label.upper() for label in pipe.model.config.id2label.values()}
+    calls["reference: pipeline fp32"] = lambda t: int(positive[pipe(t)[0]["label"]])
 
     def predictor(**kwargs) -> Predictor:
         pred = Predictor.load(folder, **kwargs)
         pred.settings.max_length, pred.settings.truncation = args.max_length, "head"
         return pred
 
+    def lever(name: str, pred: Predictor) -> None:
+        calls[name] = lambda t: int(pred.predict([t])[0]["prob_pos"] > 0.5)
+
     default = predictor()
-    row(f"Predictor default ({default.precision})", lambda t: default.logits([t]))
-    fp32 = predictor(precision="fp32")
-    row("Predictor fp32", lambda t: fp32.logits([t]))
+    lever(f"Predictor default ({default.precision})", default)
+    lever("Predictor fp32", predictor(precision="fp32"))
     own = Predictor.load(folder)
-    row(
-        f"Predictor default, own truncation ({own.settings.max_length} {own.settings.truncation})",
-        lambda t: own.logits([t]),
-    )
-    default.model.set_attn_implementation("eager")
-    row(f"{default.precision}, eager attention", lambda t: default.logits([t]))
-    default.model.set_attn_implementation("sdpa")
+    lever(f"Predictor default, own truncation ({own.settings.max_length} {own.settings.truncation})", own)
+    eager = predictor()
+    eager.model.set_attn_implementation("eager")
+    lever(f"{eager.precision}, eager attention", eager)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    row(f"{default.precision}, 1 thread", lambda t: default.logits([t]))
-    torch.set_num_threads(threads)
+    one_thread = predictor()
+
+    def on_one_thread(text: str) -> int:
+        torch.set_num_threads(1)
+        try:
+            return int(one_thread.predict([text])[0]["prob_pos"] > 0.5)
+        finally:
+            torch.set_num_threads(threads)
+
+    calls[f"{one_thread.precision}, 1 thread"] = on_one_thread
 
     int8 = predictor(precision="fp32")
     int8.model = torch.ao.quantization.quantize_dynamic(int8.model, {torch.nn.Linear}, dtype=torch.qint8)
     int8.runner = torch_runner(int8.model)
-    row("torch dynamic INT8 (Linear)", lambda t: int8.logits([t]))
+    lever("torch dynamic INT8 (Linear)", int8)
 
     if not args.skip_compile:
-        compiled = predictor()
-        model = torch.compile(compiled.model, dynamic=True, options={"freezing": True})
-        compiled.runner = torch_runner(model)
         start = time.perf_counter()
-        compiled.logits(texts[:2])
-        print(f"torch.compile: first calls {time.perf_counter() - start:.1f} s", flush=True)
-        row(f"torch.compile (Inductor, freezing), {compiled.precision}", lambda t: compiled.logits([t]))
+        compiled = Predictor.load(folder, compile=True)  # compiles for batch 1 and batch > 1 inside load
+        compiled.settings.max_length, compiled.settings.truncation = args.max_length, "head"
+        print(f"torch.compile: load and compile {time.perf_counter() - start:.1f} s", flush=True)
+        lever(f"torch.compile (Inductor, freezing), {compiled.precision}", compiled)
 
     onnx_dir = folder / "onnx"
+    tmp = tempfile.TemporaryDirectory()
     if (onnx_dir / "model.int8.onnx").is_file():
         ort = predictor(precision="fp32")
         ort.runner = onnx_runner(onnx_dir / "model.int8.onnx")
-        row("ONNX Runtime INT8", lambda t: ort.logits([t]))
+        lever("ONNX Runtime INT8", ort)
     if (onnx_dir / "model.onnx").is_file():
         from onnxruntime.transformers.optimizer import optimize_model
 
@@ -122,16 +125,34 @@ def main() -> None:
         )
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         print(f"ONNX Runtime BERT optimizer fused: {fused}", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            optimized.save_model_to_file(str(Path(tmp) / "optimized.onnx"))
-            ort_opt = predictor(precision="fp32")
-            ort_opt.runner = onnx_runner(Path(tmp) / "optimized.onnx")
-            row("ONNX Runtime fp32, BERT graph optimizer", lambda t: ort_opt.logits([t]))
+        optimized.save_model_to_file(str(Path(tmp.name) / "optimized.onnx"))
+        ort_opt = predictor(precision="fp32")
+        ort_opt.runner = onnx_runner(Path(tmp.name) / "optimized.onnx")
+        lever("ONNX Runtime fp32, BERT graph optimizer", ort_opt)
+
+    labels: dict[str, list[int]] = {name: [] for name in calls}
+
+    def labelled(name: str, call):
+        return lambda text: labels[name].append(call(text))
+
+    print(f"timing {len(calls)} levers in turn on {len(texts)} reviews ...", flush=True)
+    latencies = interleaved_latencies_ms({n: labelled(n, c) for n, c in calls.items()}, texts, texts[:3])
+    tmp.cleanup()
+    reference_labels = labels["reference: pipeline fp32"][-len(texts) :]
+    rows: dict[str, dict] = {}
+    for name, values in latencies.items():
+        summary = latency_summary(values)
+        own_labels = labels[name][-len(texts) :]  # after the warm-up calls
+        agreement = sum(a == b for a, b in zip(own_labels, reference_labels, strict=True)) / len(texts)
+        rows[name] = {"p50_ms": summary["p50"], "p95_ms": summary["p95"], "agreement": agreement}
 
     reference = rows["reference: pipeline fp32"]["p50_ms"]
-    print(f"\n{'lever':44} {'p50 ms':>7} {'x reference':>11}")
+    print(f"\n{'lever':50} {'p50 ms':>7} {'p95 ms':>7} {'x reference':>11} {'agreement':>9}")
     for name, r in rows.items():
-        print(f"{name:44} {r['p50_ms']:7.1f} {r['p50_ms'] / reference:11.2f}")
+        print(
+            f"{name:50} {r['p50_ms']:7.1f} {r['p95_ms']:7.1f} {r['p50_ms'] / reference:11.2f} "
+            f"{100 * r['agreement']:8.1f}%"
+        )
     print(f"I2 target: <= 0.33x ({0.33 * reference:.1f} ms here); {args.n} reviews, head {args.max_length} tokens")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

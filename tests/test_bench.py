@@ -59,3 +59,14 @@ def test_bench_cli_prints_a_table_and_writes_json(
     printed = capsys.readouterr().out
     assert "reviews/s (b32)" in printed and "onnx-int8" in printed and f"results: {out}" in printed
     assert list(json.loads(out.read_text())["backends"]) == ["torch", "onnx-int8"]
+
+
+def test_interleaved_latencies_take_turns_on_every_review_after_warmup() -> None:
+    from sentiment_lab.benchmarking import interleaved_latencies_ms
+
+    seen: list[tuple[str, str]] = []
+    calls = {name: (lambda text, name=name: seen.append((name, text))) for name in ("a", "b")}
+    latencies = interleaved_latencies_ms(calls, ["r1", "r2", "r3"], warmup=["w"])
+    assert seen == [("a", "w"), ("b", "w")] + [(n, r) for r in ("r1", "r2", "r3") for n in ("a", "b")]
+    assert {name: len(v) for name, v in latencies.items()} == {"a": 3, "b": 3}
+    assert all(ms >= 0 for v in latencies.values() for ms in v)

@@ -38,13 +38,26 @@ def available_backends(model_dir: Path) -> list[str]:
 
 def single_call_latencies_ms(call: Callable[[str], Any], texts: list[str], warmup: list[str]) -> list[float]:
     """Milliseconds of `call(text)` for each text, one at a time (the serving case), after calls on `warmup`."""
-    for text in warmup:
-        call(text)
-    latencies = []
+    return interleaved_latencies_ms({"call": call}, texts, warmup)["call"]
+
+
+def interleaved_latencies_ms(
+    calls: dict[str, Callable[[str], Any]], texts: list[str], warmup: list[str]
+) -> dict[str, list[float]]:
+    """Milliseconds of each call on each text, one text at a time, the calls taking turns on every text.
+
+    Taking turns review by review means a shared machine that slows down for a while slows every call alike,
+    so ratios between calls hold even where absolute times drift.
+    """
+    for call in calls.values():
+        for text in warmup:
+            call(text)
+    latencies: dict[str, list[float]] = {name: [] for name in calls}
     for text in texts:
-        start = time.perf_counter()
-        call(text)
-        latencies.append(1000 * (time.perf_counter() - start))
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(text)
+            latencies[name].append(1000 * (time.perf_counter() - start))
     return latencies
 
 
