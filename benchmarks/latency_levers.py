@@ -14,7 +14,8 @@ cut as the reference cuts them (head, --max-length tokens), one review per call,
 
 One process; the levers take turns review by review (each review is timed under every lever before the next
 review), so a shared machine that slows down for a while slows every row alike and the ratios hold. Each
-lever has its own model instance. Labels are compared with the reference's on the same reviews.
+lever has its own model instance; ONNX Runtime's threads do not busy-wait after a call (they would take the
+cores from the next lever). Labels are compared with the reference's on the same reviews.
 
     python benchmarks/latency_levers.py runs/quickstart/model --n 60
 """
@@ -111,7 +112,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if (onnx_dir / "model.int8.onnx").is_file():
         ort = predictor(precision="fp32")
-        ort.runner = onnx_runner(onnx_dir / "model.int8.onnx")
+        ort.runner = onnx_runner(onnx_dir / "model.int8.onnx", spin=False)
         lever("ONNX Runtime INT8", ort)
     if (onnx_dir / "model.onnx").is_file():
         from onnxruntime.transformers.optimizer import optimize_model
@@ -127,7 +128,7 @@ def main() -> None:
         print(f"ONNX Runtime BERT optimizer fused: {fused}", flush=True)
         optimized.save_model_to_file(str(Path(tmp.name) / "optimized.onnx"))
         ort_opt = predictor(precision="fp32")
-        ort_opt.runner = onnx_runner(Path(tmp.name) / "optimized.onnx")
+        ort_opt.runner = onnx_runner(Path(tmp.name) / "optimized.onnx", spin=False)
         lever("ONNX Runtime fp32, BERT graph optimizer", ort_opt)
 
     labels: dict[str, list[int]] = {name: [] for name in calls}

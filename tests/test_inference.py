@@ -233,8 +233,10 @@ def test_loads_a_run_folder_and_reports_info(tiny_run_dir: Path) -> None:
     assert info["backend"] == "torch" and info["labels"] == ["NEGATIVE", "POSITIVE"]
     assert info["max_length"] == 64 and info["truncation"] == "head"
     assert {"temperature", "review_threshold"} <= set(info)
-    # The run's own test predictions were made by the same model and truncation.
+    # The run's own test predictions were made by the same model and truncation. They came from training's
+    # evaluation (bf16 autocast where the CPU has it) and the predictor may cast its weights to bf16: the two
+    # round differently, by up to a few 1e-4 in probability.
     saved = pd.read_parquet(tiny_run_dir / "predictions.parquet").head(16)
     probs = [p["prob_pos"] for p in predictor.predict(saved["text"].tolist())]
-    np.testing.assert_allclose(probs, saved["prob_pos"], atol=1e-4)
+    np.testing.assert_allclose(probs, saved["prob_pos"], atol=1e-3)
     assert json.loads((tiny_run_dir / "model" / "sentiment_lab.json").read_text())["max_length"] == 64

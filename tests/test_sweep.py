@@ -202,13 +202,14 @@ SHIPPED = {
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_sweeps_plan_full_and_quick(name):
+def test_shipped_sweeps_plan_full_and_quick(name, tmp_path):
     path = REPO / "sweeps" / name
     spec = load_sweep(path)
-    _, _, full = plan_sweep(path)
+    # A fresh output folder: run folders a checkout keeps from earlier sweeps must not decide the plan.
+    _, _, full = plan_sweep(path, out_dir=tmp_path / "full")
     assert len(full) == SHIPPED[name]
     assert {r.config.model.name for r in full} == {"distilbert"}
-    _, _, quick = plan_sweep(path, quick=True)
+    _, _, quick = plan_sweep(path, out_dir=tmp_path / "quick", quick=True)
     assert len(quick) == SHIPPED[name] // len(spec.seeds)
     for run in quick:
         assert run.config.model.name == "minilm-l6"

@@ -106,7 +106,8 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(50, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     metric_for_best_model: Literal["f1", "accuracy", "loss", "f1_macro"] = "f1"
-    group_by_length: bool = False
+    # Length-grouped batches in random order (training.ShuffledLengthBuckets): little padding, no length walk.
+    group_by_length: bool = True
     seed: int = 42
     resume: bool = False
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default

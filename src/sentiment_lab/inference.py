@@ -151,13 +151,19 @@ def compiled_runner(model: Any, tokenizer: Any) -> Runner:
     return runner
 
 
-def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
-    """A runner for an exported ONNX classifier on ONNX Runtime's CPU provider."""
+def onnx_runner(path: str | Path, threads: int | None = None, spin: bool = True) -> Runner:
+    """A runner for an exported ONNX classifier on ONNX Runtime's CPU provider.
+
+    spin=False stops ONNX Runtime's threads from busy-waiting after each call, which otherwise takes the cores
+    from whatever runs next in the process (a benchmark timing other backends in turn, for one).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     # Same thread count as torch by default, so backends compare like for like.
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
 
