@@ -73,8 +73,11 @@ def main() -> None:
         pred.settings.max_length, pred.settings.truncation = args.max_length, "head"
         return pred
 
+    def positive_label(pred: Predictor, text: str) -> int:
+        return int(pred.predict([text])[0]["prob_pos"] > 0.5)
+
     def lever(name: str, pred: Predictor) -> None:
-        calls[name] = lambda t: int(pred.predict([t])[0]["prob_pos"] > 0.5)
+        calls[name] = lambda t: positive_label(pred, t)
 
     default = predictor()
     lever(f"Predictor default ({default.precision})", default)
@@ -90,7 +93,7 @@ def main() -> None:
     def on_one_thread(text: str) -> int:
         torch.set_num_threads(1)
         try:
-            return int(one_thread.predict([text])[0]["prob_pos"] > 0.5)
+            return positive_label(one_thread, text)
         finally:
             torch.set_num_threads(threads)
 

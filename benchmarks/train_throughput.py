@@ -200,13 +200,12 @@ def paired_interval(deltas: list[float]) -> tuple[float, float, float]:
 
 def run_pair(args: argparse.Namespace, seed: int) -> dict:
     """Reference and ours at one seed, each in its own process."""
-    results = {}
-    for role in ("reference", "ours"):
-        params = {k: v for k, v in vars(args).items() if k not in ("role", "out", "seeds")}
-        cmd = [sys.executable, __file__, "--role", role, f"--seed={seed}"]
-        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in params.items() if k != "seed"]
-        results[role] = run_role(f"{role} (seed {seed})", cmd)
-    return results
+    skip = ("role", "out", "seeds", "seed")
+    shared = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip]
+    return {
+        role: run_role(f"{role} (seed {seed})", [sys.executable, __file__, "--role", role, f"--seed={seed}", *shared])
+        for role in ("reference", "ours")
+    }
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def scaled_prob_pos(logits: np.ndarray, temperature: float) -> np.ndarray:
 def rescale_prob_pos(prob_pos: float, temperature: float) -> float:
     """A positive-class probability recomputed with the logits divided by T (two classes: sigmoid(logit / T))."""
     p = min(max(float(prob_pos), 1e-12), 1 - 1e-12)
-    return float(1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature)))
+    return float(scaled_prob_pos(np.array([[0.0, np.log(p) - np.log1p(-p)]]), temperature)[0])
 
 
 def reliability_bins(confidence: Any, correct: Any, n_bins: int = 10, low: float = 0.5) -> pd.DataFrame:
