@@ -10,10 +10,10 @@ times on this machine, in turn round by round (a slow spell of a shared machine 
 - the attention core alone (all layers, all heads), bf16: `scaled_dot_product_attention`, and matmul + softmax +
   matmul
 
-The floor is the fastest Linear row plus the fastest attention row: a forward pass also runs embeddings,
+The floor of a precision is its Linear row plus the fastest attention row: a forward pass also runs embeddings,
 LayerNorms, residual adds, GELU and the classifier head, and a call also tokenizes, so no runtime or quantization
-scheme that keeps this model and this input can be faster. If the floor is above 0.33x of the reference, I2
-cannot be met on this machine with this model by kernels alone.
+scheme that keeps this model, this input and that precision can be faster. A floor above 0.33x of the reference
+means I2 cannot be met in that precision on this machine with this model.
 
     python benchmarks/latency_floor.py runs/quickstart/model
 """
@@ -125,9 +125,13 @@ def main() -> None:
         latencies = interleaved_latencies_ms(calls, [text] * args.rounds, [text] * 3)
     p50 = {name: latency_summary(values)["p50"] for name, values in latencies.items()}
     reference = p50["reference: pipeline fp32, whole call"]
-    linear_best = min(v for name, v in p50.items() if "Linear" in name)
     attention_best = min(v for name, v in p50.items() if "attention" in name)
-    rows = {**p50, "floor: fastest Linear + fastest attention": linear_best + attention_best}
+    floors = {
+        f"floor {name.split()[3]}: Linear layers + fastest attention": value + attention_best
+        for name, value in p50.items()
+        if "Linear" in name and "fp32" not in name
+    }
+    rows = {**p50, **floors}
 
     print(f"\n{'row':62} {'p50 ms':>7} {'x reference':>11}")
     for name, value in rows.items():
