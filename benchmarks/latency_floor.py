@@ -61,8 +61,8 @@ def main() -> None:
     texts = reviews["text"].tolist()
     lengths = [len(ids) for ids in pipe.tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
     median = int(np.median(lengths))
-    text = texts[int(np.argmin([abs(n - median) for n in lengths]))]
-    tokens = len(pipe.tokenizer(text, truncation=True, max_length=args.max_length)["input_ids"])
+    nearest = int(np.argmin([abs(n - median) for n in lengths]))
+    text, tokens = texts[nearest], lengths[nearest]
 
     model = pipe.model.eval()
     config = model.config
@@ -77,10 +77,12 @@ def main() -> None:
         for x, w, b in layers:
             F.linear(x, w, b)
 
+    reference_row = "reference: pipeline fp32, whole call"
+    linear_rows = {precision: f"{len(linears)} Linear layers {precision}" for precision in ("fp32", "bf16")}
     calls = {
-        "reference: pipeline fp32, whole call": lambda _: pipe(text),
-        f"{len(linears)} Linear layers fp32": lambda _: run_linears(fp32),
-        f"{len(linears)} Linear layers bf16": lambda _: run_linears(bf16),
+        reference_row: lambda _: pipe(text),
+        linear_rows["fp32"]: lambda _: run_linears(fp32),
+        linear_rows["bf16"]: lambda _: run_linears(bf16),
     }
     int8_note = ""
     try:
@@ -101,7 +103,8 @@ def main() -> None:
                 )
 
         run_int8()
-        calls[f"{len(linears)} Linear layers INT8 (oneDNN, input pre-quantized)"] = lambda _: run_int8()
+        linear_rows["INT8"] = f"{len(linears)} Linear layers INT8 (oneDNN, input pre-quantized)"
+        calls[linear_rows["INT8"]] = lambda _: run_int8()
     except (RuntimeError, AttributeError, NotImplementedError) as exc:  # no oneDNN int8 on this CPU or build
         int8_note = f"INT8 row left out: {type(exc).__name__}: {str(exc)[:200]}"
 
@@ -117,19 +120,23 @@ def main() -> None:
         for _ in range(layers):
             torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
 
-    calls[f"attention core bf16, SDPA x {layers} layers"] = lambda _: sdpa()
-    calls[f"attention core bf16, matmul+softmax x {layers} layers"] = lambda _: eager()
+    attention_rows = {
+        f"attention core bf16, SDPA x {layers} layers": sdpa,
+        f"attention core bf16, matmul+softmax x {layers} layers": eager,
+    }
+    for name, run in attention_rows.items():
+        calls[name] = lambda _, run=run: run()
 
     print(f"median review: {tokens} tokens (median of {len(texts)}: {median}); {args.rounds} rounds", flush=True)
     with torch.inference_mode():
         latencies = interleaved_latencies_ms(calls, [text] * args.rounds, [text] * 3)
     p50 = {name: latency_summary(values)["p50"] for name, values in latencies.items()}
-    reference = p50["reference: pipeline fp32, whole call"]
-    attention_best = min(v for name, v in p50.items() if "attention" in name)
+    reference = p50[reference_row]
+    attention_best = min(p50[name] for name in attention_rows)
     floors = {
-        f"floor {name.split()[3]}: Linear layers + fastest attention": value + attention_best
-        for name, value in p50.items()
-        if "Linear" in name and "fp32" not in name
+        f"floor {precision}: Linear layers + fastest attention": p50[name] + attention_best
+        for precision, name in linear_rows.items()
+        if precision != "fp32"
     }
     rows = {**p50, **floors}
 
