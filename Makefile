@@ -42,6 +42,7 @@ test-fast: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 format: setup-dev
 	$(BIN)/ruff format src tests benchmarks

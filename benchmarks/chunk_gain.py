@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "chunk_gain.json"))
     args = p.parse_args()
 
-    from sentiment_lab.inference import Predictor
+    from sentiment_lab.predictor import Predictor
     from sentiment_lab.stats import mcnemar_test
 
     test = pd.read_parquet(Path(args.data) / "test.parquet")

@@ -2,7 +2,7 @@
 
 Reference: `transformers.pipeline("text-classification", truncation=True, max_length=--max-length)`, fp32,
 reviews/s at batch 32 (padding to the longest review of each batch, batches in input order) and batch-1
-latency. Ours: `sentiment_lab.inference.Predictor` (length-sorted batches, the model folder's own truncation)
+latency. Ours: `sentiment_lab.predictor.Predictor` (length-sorted batches, the model folder's own truncation)
 for each backend: torch (bf16/fp16 autocast on CUDA, fp32 on CPU), ONNX Runtime fp32 and INT8 (CPU only;
 exported into MODEL_DIR/onnx/ with the parity gate of `sentiment-lab export` when missing, unless --no-export).
 Every backend predicts the same stratified, seeded IMDb test reviews and runs in its own process, so peak RSS
@@ -46,8 +46,8 @@ def run_reference(args: argparse.Namespace) -> dict:
     from transformers import pipeline
 
     from sentiment_lab.benchmarking import latency_summary, single_call_latencies_ms
-    from sentiment_lab.evaluation import locate_model
-    from sentiment_lab.inference import _label_order
+    from sentiment_lab.predictor import label_order
+    from sentiment_lab.rundir import locate_model
 
     texts, labels = load_reviews(args)
     folder, _ = locate_model(args.model_dir)
@@ -62,7 +62,7 @@ def run_reference(args: argparse.Namespace) -> dict:
         device="cuda" if cuda else "cpu",
     )
     load_s = time.perf_counter() - start
-    _, positive = _label_order(pipe.model.config)
+    _, positive = label_order(pipe.model.config)
     label2id = pipe.model.config.label2id
 
     pipe(texts[: args.batch_size], batch_size=args.batch_size)  # warm-up, as measure_backend does
@@ -89,7 +89,7 @@ def run_reference(args: argparse.Namespace) -> dict:
 def run_ours(args: argparse.Namespace) -> dict:
     """sentiment-lab's Predictor for one backend, measured by `sentiment_lab.benchmarking.measure_backend`."""
     from sentiment_lab.benchmarking import measure_backend
-    from sentiment_lab.inference import Predictor
+    from sentiment_lab.predictor import Predictor
 
     texts, labels = load_reviews(args)
     start = time.perf_counter()
@@ -106,8 +106,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     device = str(next(predictor.model.parameters()).device.type) if predictor.model is not None else "cpu"
     precision = predictor.precision
     if args.same_length:  # the reference's input exactly: the first max_length tokens
-        predictor.settings.max_length = args.max_length
-        predictor.settings.truncation = "head"
+        predictor.settings = predictor.settings.model_copy(update={"max_length": args.max_length, "truncation": "head"})
     load_s = time.perf_counter() - start
     result = measure_backend(predictor, texts, labels, args.latency_n)
     result.update(
@@ -300,7 +299,7 @@ def main() -> None:
         return
 
     from sentiment_lab.errors import SentimentLabError
-    from sentiment_lab.evaluation import locate_model
+    from sentiment_lab.rundir import locate_model
 
     try:
         folder, _ = locate_model(args.model_dir)

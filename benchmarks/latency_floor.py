@@ -47,8 +47,8 @@ def main() -> None:
     from transformers import pipeline
 
     from sentiment_lab.benchmarking import interleaved_latencies_ms, latency_summary
-    from sentiment_lab.evaluation import locate_model
     from sentiment_lab.export import held_out_reviews
+    from sentiment_lab.rundir import locate_model
 
     transformers.logging.set_verbosity_error()
     folder, _ = locate_model(args.model_dir)

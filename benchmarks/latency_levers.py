@@ -50,9 +50,10 @@ def main() -> None:
     from transformers import pipeline
 
     from sentiment_lab.benchmarking import interleaved_latencies_ms, latency_summary
-    from sentiment_lab.evaluation import locate_model
     from sentiment_lab.export import held_out_reviews
-    from sentiment_lab.inference import Predictor, onnx_runner, torch_runner
+    from sentiment_lab.predictor import Predictor
+    from sentiment_lab.rundir import locate_model
+    from sentiment_lab.runners import onnx_runner, torch_runner
 
     transformers.logging.set_verbosity_error()
     folder, _ = locate_model(args.model_dir)
@@ -70,7 +71,7 @@ def main() -> None:
 
     def predictor(**kwargs) -> Predictor:
         pred = Predictor.load(folder, **kwargs)
-        pred.settings.max_length, pred.settings.truncation = args.max_length, "head"
+        pred.settings = pred.settings.model_copy(update={"max_length": args.max_length, "truncation": "head"})
         return pred
 
     def positive_label(pred: Predictor, text: str) -> int:
@@ -107,7 +108,7 @@ def main() -> None:
     if not args.skip_compile:
         start = time.perf_counter()
         compiled = Predictor.load(folder, compile=True)  # compiles for batch 1 and batch > 1 inside load
-        compiled.settings.max_length, compiled.settings.truncation = args.max_length, "head"
+        compiled.settings = compiled.settings.model_copy(update={"max_length": args.max_length, "truncation": "head"})
         print(f"torch.compile: load and compile {time.perf_counter() - start:.1f} s", flush=True)
         lever(f"torch.compile (Inductor, freezing), {compiled.precision}", compiled)
 

@@ -143,7 +143,7 @@ def server_batch_stats(url: str) -> dict[str, float]:
 
 def offline_throughput(args: argparse.Namespace, texts: list[str]) -> float:
     """Reviews/s of Predictor.predict on the same reviews in this process (batch_size as the server's)."""
-    from sentiment_lab.inference import Predictor
+    from sentiment_lab.predictor import Predictor
 
     predictor = Predictor.load(args.model, backend=args.backend, batch_size=args.batch_size, quantized=args.int8)
     predictor.predict(texts[:8])

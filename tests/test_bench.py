@@ -12,7 +12,8 @@ from sentiment_lab.benchmarking import available_backends, bench, bench_table
 from sentiment_lab.cli import main
 from sentiment_lab.errors import ConfigError, ModelError
 from sentiment_lab.export import export_onnx
-from sentiment_lab.training import resolve_precision
+from sentiment_lab.precision import resolve as resolve_precision
+from sentiment_lab.predictor import PredictorOptions
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory, tiny_run_dir: Path, i
 
 
 def test_bench_measures_every_backend_on_the_same_reviews(exported_run: Path, imdb_dir: Path) -> None:
-    results = bench(exported_run, n=12, latency_n=5, batch_size=4, data_path=imdb_dir)
-    bf16 = ["torch-bf16"] if resolve_precision("auto") == "bf16" else []  # where the CPU has native bf16
+    results = bench(exported_run, n=12, latency_n=5, data_path=imdb_dir, options=PredictorOptions(batch_size=4))
+    bf16 = ["torch-bf16"] if resolve_precision("auto").name == "bf16" else []  # where the CPU has native bf16
     assert list(results["backends"]) == ["torch", *bf16, "onnx", "onnx-int8"]
     assert results["out"] == str(exported_run / "bench.json")
     saved = json.loads((exported_run / "bench.json").read_text())
@@ -42,7 +43,7 @@ def test_bench_measures_every_backend_on_the_same_reviews(exported_run: Path, im
 
 
 def test_bench_only_runs_what_is_exported(tiny_model_dir: Path, imdb_dir: Path) -> None:
-    bf16 = ["torch-bf16"] if resolve_precision("auto") == "bf16" else []
+    bf16 = ["torch-bf16"] if resolve_precision("auto").name == "bf16" else []
     assert available_backends(tiny_model_dir) == ["torch", *bf16]
     with pytest.raises(ModelError, match="--onnx --quantize int8"):
         bench(tiny_model_dir, backends=["onnx-int8"], data_path=imdb_dir)

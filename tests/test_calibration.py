@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 
 from sentiment_lab.analysis import calibration as cal
 from sentiment_lab.errors import SentimentLabError
+from sentiment_lab.predictor import Predictor
+from sentiment_lab.sidecar import read_sidecar
 
 
 def test_ece_hand_computed() -> None:
@@ -79,15 +80,15 @@ def test_coverage_curve_and_abstention_threshold() -> None:
 
 
 def test_calibrate_run_stores_keys_the_predictor_reads(tiny_run_dir: Path, tmp_path: Path) -> None:
-    from sentiment_lab.inference import Predictor
-
     run = tmp_path / "run"
     shutil.copytree(tiny_run_dir, run)
+    before = read_sidecar(run / "model")
     res = cal.calibrate_run(run, target_accuracy=0.97)
-    stored = json.loads((run / "model" / "sentiment_lab.json").read_text())
-    assert stored["temperature"] == pytest.approx(res["temperature"])
-    assert stored["target_accuracy"] == 0.97
-    assert "abstain_threshold" in stored and "max_length" in stored  # text settings kept
+    stored = read_sidecar(run / "model")
+    assert stored.temperature == pytest.approx(res["temperature"])
+    assert stored.target_accuracy == 0.97
+    assert stored.abstain_threshold == res["abstain_threshold"]
+    assert stored.text == before.text and stored.labels == before.labels  # what training stored is kept
     assert res["val"]["nll_after"] <= res["val"]["nll_before"] + 1e-9
     predictor = Predictor.load(run / "model")
     assert predictor.temperature == pytest.approx(res["temperature"])

@@ -1,12 +1,14 @@
 """The CLI: help, user mistakes (one `error:` line, exit 2, nothing lost) and the core commands end to end."""
 
+import argparse
 import json
+import re
 
 import pandas as pd
 import pytest
 import yaml
 
-from sentiment_lab.cli import main
+from sentiment_lab.cli import build_parser, command_function, main
 
 
 def run_cli(capsys, *argv):
@@ -28,13 +30,40 @@ def tiny_raw(tiny_model_dir, imdb_dir):
     return tiny_config(tiny_model_dir, imdb_dir)
 
 
-def test_help_lists_commands(capsys):
+def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every sub-command of a parser, nested ones included: ("train",), ("data",), ("data", "stats"), ..."""
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += [(*prefix, name), *command_paths(sub, (*prefix, name))]
+    return paths
+
+
+COMMAND_PATHS = command_paths(build_parser())
+TOP_LEVEL = [p[0] for p in COMMAND_PATHS if len(p) == 1]
+
+
+def test_every_command_has_a_function_and_is_listed_in_help(capsys):
+    assert len(TOP_LEVEL) >= 13 and ("data", "stats") in COMMAND_PATHS
+    for name in TOP_LEVEL:  # a parser without a function would fail only when the command is run
+        assert callable(command_function(name)), name
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("train", "evaluate", "baseline", "data"):
-        assert name in out
+    assert out.startswith("usage: sentiment-lab ")
+    for name in TOP_LEVEL:
+        assert re.search(rf"^ +{name} +\S", out, flags=re.MULTILINE), f"{name} missing from --help:\n{out}"
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_command_help(capsys, path):
+    with pytest.raises(SystemExit) as exc:
+        main([*path, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: sentiment-lab {' '.join(path)} "), out
 
 
 def assert_one_error(code, err, *needles):
@@ -102,8 +131,11 @@ def test_finished_run_dir_refused(capsys, tiny_run_dir, tiny_raw, tmp_path):
 def test_evaluate_run_dir(capsys, tiny_run_dir, tmp_path):
     out = tmp_path / "eval"
     code, stdout, _ = run_cli(capsys, "evaluate", str(tiny_run_dir), "--out", str(out))
-    assert code == 0 and "test" in stdout
+    assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
+    assert re.search(rf"\btest +{test['accuracy']:.4f} +{test['f1']:.4f} ", stdout), stdout  # the printed table
+    assert f"results: {out}/" in stdout
     original = json.loads((tiny_run_dir / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == pytest.approx(original["test"]["accuracy"])
     assert len(pd.read_parquet(out / "predictions.parquet")) == metrics["test"]["n"]
@@ -161,7 +193,7 @@ def test_tuned_allocator_is_opt_in_for_training_on_glibc_once():
     import platform
     import sys
 
-    from sentiment_lab.cli import ALLOCATOR_SWITCH, TUNED_ALLOCATOR_ENV, wants_tuned_allocator
+    from sentiment_lab.cli.allocator import ALLOCATOR_SWITCH, TUNED_ALLOCATOR_ENV, wants_tuned_allocator
 
     glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
     asked = {ALLOCATOR_SWITCH: "tuned"}

@@ -178,3 +178,13 @@ def test_token_stats(imdb_dir, tiny_model_dir):
     assert 0.0 < s["truncated_share"] < 1.0
     assert s["truncated_share"] == pytest.approx(float((counts > 128).mean()))
     assert s["tokens"]["max"] == counts.max()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_missing_labels_are_named_as_missing(tmp_path, suffix):
+    df = frame(4)
+    df["label"] = [0, None, 1, None]  # a float column with NaN in Parquet, blank cells in CSV, null in JSONL
+    write_split_files(tmp_path, suffix, df, frame(4))
+    with pytest.raises(DataError, match=r"2 of 4 rows have no label \(first rows: 1, 3\); fill in") as info:
+        load_raw_splits(DataConfig(path=str(tmp_path)))
+    assert "outside the mapping" not in str(info.value)  # the valid 0/1 rows are not blamed

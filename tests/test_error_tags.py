@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentiment_lab.analysis import errors as err
+from sentiment_lab.analysis import error_tags as err
 
 
 def tags_of(text: str, **kw: object) -> set[str]:

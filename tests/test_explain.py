@@ -67,9 +67,7 @@ def test_attention_implementation_is_restored(tiny: tuple) -> None:
 
 def test_truncation_matches_training_settings(tiny: tuple) -> None:
     model, tokenizer, settings = tiny
-    from dataclasses import replace
-
-    short = replace(settings, max_length=10)
+    short = settings.model_copy(update={"max_length": 10})
     e = ex.explain_texts(model, tokenizer, short, ["word " * 50], n_steps=2)[0]
     assert len(e.tokens) == 10
 

@@ -14,7 +14,7 @@ import pytest
 from sentiment_lab.cli import main
 from sentiment_lab.errors import ConfigError, ModelError
 from sentiment_lab.export import export_onnx
-from sentiment_lab.inference import Predictor
+from sentiment_lab.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from sentiment_lab.errors import ConfigError, InputError, ModelError
-from sentiment_lab.inference import Predictor, chunk_windows, compute_logits, encode_windows
 from sentiment_lab.metrics import softmax
 from sentiment_lab.modeling import load_classifier, load_tokenizer
-from sentiment_lab.tokenization import TextSettings, load_text_settings, save_text_settings
+from sentiment_lab.precision import cpu_has_native_bf16
+from sentiment_lab.predictor import Predictor
+from sentiment_lab.runners import chunk_windows, compute_logits, encode_windows
+from sentiment_lab.sidecar import TextSettings, read_sidecar, update_sidecar
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def short_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
                 p.normal_(0.0, 0.1)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    save_text_settings(folder, TextSettings(max_length=32, truncation="head_tail", head_tokens=8))
+    update_sidecar(folder, text=TextSettings(max_length=32, truncation="head_tail", head_tokens=8))
     return folder
 
 
@@ -53,7 +55,7 @@ def _one_by_one(model_dir: Path, texts: list[str]) -> np.ndarray:
     """Reference logits: each text alone through the model (no batching, no padding)."""
     tokenizer = load_tokenizer(str(model_dir))
     model = load_classifier(model_dir)
-    settings = load_text_settings(model_dir, tokenizer)
+    settings = read_sidecar(model_dir, tokenizer).text
     ids, _ = encode_windows(tokenizer, texts, settings)
     with torch.inference_mode():
         return np.concatenate([model(input_ids=torch.tensor([x])).logits.numpy() for x in ids])
@@ -72,17 +74,19 @@ def test_predict_keeps_input_order(short_model_dir: Path, reviews: list[str]) ->
 def test_truncation_matches_training(short_model_dir: Path, reviews: list[str]) -> None:
     tokenizer = load_tokenizer(str(short_model_dir))
     model = load_classifier(short_model_dir)
-    settings = load_text_settings(short_model_dir, tokenizer)
+    settings = read_sidecar(short_model_dir, tokenizer).text
     assert settings.truncation == "head_tail"
     expected = compute_logits(model, tokenizer, reviews, settings, batch_size=5)
     np.testing.assert_allclose(Predictor.load(short_model_dir, precision="fp32").logits(reviews), expected, atol=1e-5)
 
 
 def test_precision_auto_follows_the_hardware_and_bf16_keeps_the_labels(short_model_dir: Path, reviews: list[str]):
-    from sentiment_lab.training import resolve_precision
-
     auto = Predictor.load(short_model_dir)
-    assert auto.precision == resolve_precision("auto") and auto.info()["precision"] == auto.precision
+    # On a CPU, auto is bf16 exactly where the CPU computes bf16 natively (AVX-512-bf16 or AMX).
+    assert (
+        auto.precision == ("bf16" if cpu_has_native_bf16() else "fp32") and auto.info()["precision"] == auto.precision
+    )
+    assert auto.model.dtype == (torch.bfloat16 if auto.precision == "bf16" else torch.float32)
     fp32 = Predictor.load(short_model_dir, precision="fp32").logits(reviews)
     bf16 = Predictor.load(short_model_dir, precision="bf16").logits(reviews)
     assert np.abs(bf16 - fp32).max() < 0.1  # bf16 keeps ~3 significant digits
@@ -130,7 +134,7 @@ def test_chunk_equals_truncate_on_short_texts(short_model_dir: Path) -> None:
 def test_chunk_averages_windows_over_the_whole_review(short_model_dir: Path, reviews: list[str]) -> None:
     long_review = max(reviews, key=len)
     tokenizer = load_tokenizer(str(short_model_dir))
-    settings = load_text_settings(short_model_dir, tokenizer)
+    settings = read_sidecar(short_model_dir, tokenizer).text
     windows, owners = encode_windows(tokenizer, [long_review, "short"], settings, "chunk", stride=6)
     assert (owners == 0).sum() > 2 and (owners == 1).sum() == 1
     model = load_classifier(short_model_dir)
@@ -166,8 +170,7 @@ def test_review_flag_follows_temperature_and_threshold(tmp_path: Path, tiny_mode
     assert all(p["needs_review"] for p in default.predict(texts))  # an untrained model is never 70% sure
     logits = default.logits(texts)
 
-    settings = load_text_settings(folder)
-    save_text_settings(folder, settings, extra={"temperature": 0.002, "abstain_threshold": 0.9})
+    update_sidecar(folder, temperature=0.002, abstain_threshold=0.9)
     calibrated = Predictor.load(folder)
     assert calibrated.info()["temperature"] == 0.002 and calibrated.info()["review_threshold"] == 0.9
     probs = softmax(logits.astype(np.float64) / 0.002)
@@ -182,11 +185,15 @@ def test_review_flag_follows_temperature_and_threshold(tmp_path: Path, tiny_mode
 def test_bad_calibration_values_are_named(tmp_path: Path, tiny_model_dir: Path) -> None:
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    save_text_settings(folder, TextSettings(), extra={"temperature": -1})
+    sidecar = folder / "sentiment_lab.json"
+    sidecar.write_text(json.dumps({"max_length": 64, "temperature": -1}))
     with pytest.raises(ModelError, match="temperature"):
         Predictor.load(folder)
-    save_text_settings(folder, TextSettings(), extra={"temperature": 1.0, "abstain_threshold": 3})
-    with pytest.raises(ConfigError, match="abstain_threshold"):
+    sidecar.write_text(json.dumps({"max_length": 64, "temperature": 1.0, "abstain_threshold": 3}))
+    with pytest.raises(ModelError, match="abstain_threshold"):
+        Predictor.load(folder)
+    sidecar.write_text('{"max_length": 64,')  # cut short: one friendly error, not a JSONDecodeError traceback
+    with pytest.raises(ModelError, match="not JSON.*restore it, or delete it"):
         Predictor.load(folder)
 
 
@@ -239,4 +246,6 @@ def test_loads_a_run_folder_and_reports_info(tiny_run_dir: Path) -> None:
     saved = pd.read_parquet(tiny_run_dir / "predictions.parquet").head(16)
     probs = [p["prob_pos"] for p in predictor.predict(saved["text"].tolist())]
     np.testing.assert_allclose(probs, saved["prob_pos"], atol=1e-3)
-    assert json.loads((tiny_run_dir / "model" / "sentiment_lab.json").read_text())["max_length"] == 64
+    stored = json.loads((tiny_run_dir / "model" / "sentiment_lab.json").read_text())
+    assert stored["format_version"] == 1 and stored["text"]["max_length"] == 64
+    assert stored["labels"] == ["NEGATIVE", "POSITIVE"]

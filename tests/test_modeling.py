@@ -144,7 +144,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spec
 
 
 def test_model_folder_without_tokenizer_is_refused(tiny_model_dir, tmp_path):
-    from sentiment_lab.inference import Predictor
+    from sentiment_lab.predictor import Predictor
 
     folder = tmp_path / "no-tokenizer"
     shutil.copytree(tiny_model_dir, folder)

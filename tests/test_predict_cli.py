@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sentiment_lab.batch_predict import predict_file
 from sentiment_lab.cli import main
 from sentiment_lab.errors import DataError
-from sentiment_lab.inference import Predictor, predict_file
+from sentiment_lab.predictor import Predictor
 
 GOOD = ["A wonderful, moving film.", "Dull, and far too long.", "The cast is great.\nThe plot, less so.", "Meh"]
 
@@ -149,3 +150,32 @@ def test_file_mistakes_are_named(
         (tmp_path / name).write_text("text\nhello\n")
     with pytest.raises(DataError, match=match):
         predict_file(Predictor.load(tiny_model_dir), tmp_path / source_name, tmp_path / target_name, progress=False)
+
+
+def test_empty_input_file_is_one_error_and_writes_nothing(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_bytes(b"")
+    assert main(["predict", str(tiny_model_dir), "--input", str(source), "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: input file {source} is empty (0 bytes); give a file with a header row and "
+                                "a 'text' column"]  # fmt: skip
+    source.write_text("\n\n")
+    with pytest.raises(DataError, match="needs a header row"):
+        predict_file(Predictor.load(tiny_model_dir), source, target, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_file_with_no_rows_predicts_nothing(tiny_model_dir: Path, tmp_path: Path, suffix: str) -> None:
+    source, target = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    if suffix == ".csv":
+        source.write_text("id,text\n")
+    elif suffix == ".jsonl":
+        source.write_text("\n")
+    else:
+        pq.write_table(pa.table({"text": pa.array([], pa.string())}), source)
+    summary = predict_file(Predictor.load(tiny_model_dir), source, target, progress=False)
+    assert (summary["rows"], summary["predicted"], summary["skipped"]) == (0, 0, 0)
+    assert target.is_file() and len(_read(target)) == 0 if suffix != ".jsonl" else target.read_text() == ""

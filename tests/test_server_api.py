@@ -14,9 +14,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from sentiment_lab.analysis.explain import merge_wordpieces
 from sentiment_lab.errors import ConfigError
-from sentiment_lab.server import app as server_app
-from sentiment_lab.server.app import ServerSettings, bind_socket, build_settings, check_bind, create_app
+from sentiment_lab.predictor import Predictor
+from sentiment_lab.server import auth
+from sentiment_lab.server.app import create_app
+from sentiment_lab.server.explainer import model_explainer
+from sentiment_lab.server.run import bind_socket, check_bind
+from sentiment_lab.server.settings import ServerSettings, build_settings
 
 
 def fake_predict(texts: list[str]) -> list[dict[str, Any]]:
@@ -141,13 +146,13 @@ def test_model_errors_become_500_without_a_traceback() -> None:
 
 def test_api_key_is_required_on_v1_and_checked_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = server_app.hmac.compare_digest
+    real = auth.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(server_app.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     body = {"texts": ["good"]}
     with client_for(api_key="s3cret-key") as client:
         missing = client.post("/v1/predict", json=body)
@@ -246,10 +251,6 @@ def test_explanations_are_bounded() -> None:
 
 
 def test_tiny_model_predictions_and_explanations(tiny_model_dir: Path) -> None:
-    from sentiment_lab.analysis.explain import merge_wordpieces
-    from sentiment_lab.inference import Predictor
-    from sentiment_lab.server.app import model_explainer
-
     predictor = Predictor.load(tiny_model_dir)
     texts = ["A wonderful, moving film.", "Dull and far too long.", "<script>alert(1)</script> meh"]
     app = create_app(predictor.predict, ServerSettings(max_wait_ms=0), predictor.info(), model_explainer(predictor))
@@ -365,9 +366,6 @@ HOSTILE_TEXTS = {
 
 @pytest.fixture(scope="module")
 def tiny_client(tiny_model_dir: Path) -> Any:
-    from sentiment_lab.inference import Predictor
-    from sentiment_lab.server.app import model_explainer
-
     predictor = Predictor.load(tiny_model_dir)
     app = create_app(predictor.predict, ServerSettings(max_wait_ms=0), predictor.info(), model_explainer(predictor))
     with TestClient(app) as client:
@@ -399,9 +397,6 @@ def test_a_lone_surrogate_is_422_not_a_model_crash(tiny_client: TestClient, path
 
 
 def test_explain_reports_the_temperature_scaled_probability_of_predict(tiny_model_dir: Path) -> None:
-    from sentiment_lab.inference import Predictor
-    from sentiment_lab.server.app import model_explainer
-
     predictor = Predictor.load(tiny_model_dir, precision="fp32")  # one set of weights for both endpoints
     predictor.temperature = 0.05  # as if calibrated; sharp enough to move the tiny model's near-0.5 outputs
     text = "A wonderful, moving film."

@@ -27,7 +27,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sentiment_lab.server.app import ServerSettings, create_app
+from sentiment_lab.predictor import Predictor
+from sentiment_lab.server.app import create_app
+from sentiment_lab.server.settings import ServerSettings
 
 API_KEY = "fuzz-key"
 # The issue's contract: no 5xx, and every answer (status, content type, headers, body) as the schema says.
@@ -91,8 +93,6 @@ ODD_TEXTS = st.lists(ODD_TEXT, min_size=1, max_size=LIMITS["max_texts"])
 def test_fuzz_predict_with_the_tiny_model(tiny_model_dir: Path) -> None:
     """The real tokenizer behind /v1/predict. A plain Hypothesis test: schemathesis' lazy fixture loader
     (`schemathesis.pytest.from_fixture`) needs pytest's private `Item._nodeid`, which pytest 9 no longer has."""
-    from sentiment_lab.inference import Predictor
-
     predictor = Predictor.load(tiny_model_dir)
     app = create_app(predictor.predict, ServerSettings(**LIMITS), predictor.info())
     operation = schemathesis.openapi.from_asgi("/openapi.json", app)["/v1/predict"]["POST"]

@@ -19,7 +19,9 @@ import httpx
 import pytest
 import uvicorn
 
-from sentiment_lab.server.app import ServerSettings, bind_socket, create_app
+from sentiment_lab.server.app import create_app
+from sentiment_lab.server.run import bind_socket
+from sentiment_lab.server.settings import ServerSettings
 
 
 class SlowModel:
@@ -113,10 +115,12 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
 _CLI = "import sys; from sentiment_lab.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def _start_cli(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """Run `sentiment-lab ARGS` until it logs its URL; (process, URL, log lines so far and to come)."""
+def _start_cli(
+    args: list[str], env: dict[str, str] | None = None, code: str = _CLI
+) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Run `sentiment-lab ARGS` (or `python -c CODE ARGS`) until it logs its URL; (process, URL, log lines)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CLI, *args],
+        [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -168,6 +172,30 @@ def test_serve_command_with_tiny_model_and_sigterm(tiny_model_dir: Path) -> None
     assert answer.status_code == 200
     assert [p["label"] in ("NEGATIVE", "POSITIVE") for p in answer.json()["predictions"]] == [True, True]
     assert "Application shutdown complete." in "".join(log)  # the lifespan's shutdown (batcher drain) ran
+
+
+_SERVE = """import logging, sys
+from sentiment_lab.predictor import PredictorOptions
+from sentiment_lab.server.run import serve
+logging.basicConfig(level=logging.INFO)
+options = PredictorOptions(precision="fp32", review_threshold=1.0)
+serve(sys.argv[1], port=0, options=options, explain=False, max_texts=3)
+"""
+
+
+def test_serve_loads_the_model_with_the_predictor_options_it_is_given(tiny_model_dir: Path) -> None:
+    proc, url, _ = _start_cli([str(tiny_model_dir)], code=_SERVE)
+    try:
+        info = httpx.get(f"{url}/v1/model").json()
+        answer = httpx.post(f"{url}/v1/predict", json={"texts": ["A fine film.", "Awful."]})
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert info["model"]["precision"] == "fp32" and info["model"]["review_threshold"] == 1.0
+    assert info["limits"]["max_texts"] == 3 and info["explain"] is False  # limits still travel as keywords
+    assert [p["needs_review"] for p in answer.json()["predictions"]] == [True, True]  # every score is below 1.0
 
 
 def test_serve_refuses_a_public_host_without_a_key(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import sentiment_lab.training
+import sentiment_lab.sweep
 from conftest import tiny_config
 from sentiment_lab.cli import main
 from sentiment_lab.rundir import complete_checkpoints
@@ -49,7 +49,7 @@ def tiny_sweep(tmp_path: Path, model_dir: Path, data_dir: Path) -> Path:
 def test_sweep_interrupt_skip_resume_and_config_drift(tmp_path, tiny_model_dir, small_data, monkeypatch):
     sweep_file = tiny_sweep(tmp_path, tiny_model_dir, small_data)
     out = tmp_path / "out"
-    real_train = sentiment_lab.training.train
+    real_train = sentiment_lab.sweep.train
     calls = []
 
     def train_then_interrupt(cfg, run_dir, **kw):
@@ -58,7 +58,7 @@ def test_sweep_interrupt_skip_resume_and_config_drift(tmp_path, tiny_model_dir, 
             raise KeyboardInterrupt  # Ctrl-C during the third run
         return real_train(cfg, run_dir, **kw)
 
-    monkeypatch.setattr(sentiment_lab.training, "train", train_then_interrupt)
+    monkeypatch.setattr(sentiment_lab.sweep, "train", train_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep_file, out)
     index = json.loads((out / "sweep.json").read_text())
@@ -69,7 +69,7 @@ def test_sweep_interrupt_skip_resume_and_config_drift(tmp_path, tiny_model_dir, 
         "learning_rate=0.0003-seed0",
         "learning_rate=0.0003-seed1",
     ]
-    monkeypatch.setattr(sentiment_lab.training, "train", real_train)
+    monkeypatch.setattr(sentiment_lab.sweep, "train", real_train)
 
     # The second run "dies" after its first checkpoint: no metrics.json, no model, only checkpoint of epoch 1.
     killed = out / "learning_rate=0.001-seed1"
@@ -103,7 +103,7 @@ def test_sweep_interrupt_skip_resume_and_config_drift(tmp_path, tiny_model_dir, 
     assert "learning_rate=0.0003" in table and "±" in table
 
     # Nothing left to do: a third run trains nothing.
-    monkeypatch.setattr(sentiment_lab.training, "train", lambda *a, **k: pytest.fail("trained a finished run"))
+    monkeypatch.setattr(sentiment_lab.sweep, "train", lambda *a, **k: pytest.fail("trained a finished run"))
     index = run_sweep(sweep_file, out)
     assert {r["status"] for r in index["runs"]} == {"skipped"}
 
@@ -125,7 +125,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_dir, 
             raise RuntimeError("CUDA out of memory (simulated)")
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # the others "run" without training
 
-    monkeypatch.setattr(sentiment_lab.training, "train", flaky_train)
+    monkeypatch.setattr(sentiment_lab.sweep, "train", flaky_train)
     index = run_sweep(sweep_file, tmp_path / "out")
     assert len(seen) == 4
     assert index["runs"][0]["status"] == "failed"
@@ -188,6 +188,48 @@ def test_quick_without_quick_section_and_cli_errors(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "sweep.yaml"), "--dry-run", "--out", str(tmp_path / "o")]) == 0
     assert "epochs=1-seed42" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+def quick_include_sweep(tmp_path: Path, quick: dict) -> Path:
+    """sweeps/sweep.yaml on ../base.yaml whose quick section is `quick`; shared/quick.yaml holds a quick overlay."""
+    for folder in ("shared", "sweeps"):
+        (tmp_path / folder).mkdir()
+    write_yaml(tmp_path / "base.yaml", {"name": "b"})
+    shared = {"seeds": [5, 6], "set": {"tokenization.max_length": 32, "training.epochs": 1, "data.max_train": 64}}
+    write_yaml(tmp_path / "shared" / "quick.yaml", shared)
+    sweep = {"name": "inc", "base": "../base.yaml", "grid": {"training.batch_size": [4]}, "quick": quick}
+    return write_yaml(tmp_path / "sweeps" / "sweep.yaml", sweep)
+
+
+def test_quick_include_applies_and_local_keys_win(tmp_path, monkeypatch):
+    sweep = quick_include_sweep(
+        tmp_path, {"include": "../shared/quick.yaml", "set": {"tokenization.max_length": 40}, "seeds": [9]}
+    )
+    monkeypatch.chdir(tmp_path / "shared")  # the include is relative to the sweep file, not the working folder
+    _, _, runs = plan_sweep(sweep, out_dir=tmp_path / "o", quick=True)
+    cfg = runs[0].config
+    assert [r.seed for r in runs] == [9]  # the sweep's own seeds beat the included ones
+    assert (cfg.tokenization.max_length, cfg.training.epochs, cfg.data.max_train) == (40, 1.0, 64)
+    assert runs[0].overrides[:3] == ["tokenization.max_length=40", "training.epochs=1", "data.max_train=64"]
+    _, _, full = plan_sweep(sweep, out_dir=tmp_path / "o")
+    assert full[0].config.tokenization.max_length == 256  # the include is for --quick only
+
+
+def test_quick_include_alone_gives_its_seeds_and_set(tmp_path):
+    sweep = quick_include_sweep(tmp_path, {"include": "../shared/quick.yaml"})
+    _, _, runs = plan_sweep(sweep, out_dir=tmp_path / "o", quick=True)
+    assert [r.seed for r in runs] == [5, 6]
+    assert {r.config.tokenization.max_length for r in runs} == {32}
+
+
+def test_quick_include_missing_or_invalid_is_named(tmp_path):
+    sweep = quick_include_sweep(tmp_path, {"include": "nope.yaml"})
+    with pytest.raises(SweepError, match=r"quick include 'nope\.yaml' not found .*relative to the sweep file"):
+        load_sweep(sweep)
+    write_yaml(tmp_path / "shared" / "quick.yaml", {"base": "other.yaml", "set": {}})
+    write_yaml(sweep, {**yaml.safe_load(sweep.read_text()), "quick": {"include": "../shared/quick.yaml"}})
+    with pytest.raises(SweepError, match=r"invalid quick file .*quick\.yaml:\n  unknown key 'base'"):
+        plan_sweep(sweep, quick=True)
 
 
 SHIPPED = {
@@ -260,9 +302,9 @@ def fake_train(cfg, run_dir, **kw):
 _SWEEP_IN_A_PROCESS = """
 import sys
 sys.path.insert(0, sys.argv[3])
-import sentiment_lab.training
+import sentiment_lab.sweep
 from test_sweep import fake_train
-sentiment_lab.training.train = fake_train
+sentiment_lab.sweep.train = fake_train
 from sentiment_lab.sweep import run_sweep
 run_sweep(sys.argv[1], sys.argv[2])
 """
@@ -292,7 +334,7 @@ def test_sweep_killed_with_sigkill_resumes_where_it_stopped(tmp_path, tiny_model
         trained.append((Path(run_dir).name, cfg.training.resume))
         fake_train(cfg, run_dir)
 
-    monkeypatch.setattr(sentiment_lab.training, "train", record)
+    monkeypatch.setattr(sentiment_lab.sweep, "train", record)
     monkeypatch.setattr("sentiment_lab.sweep._write_comparison", lambda *a, **k: None)  # fake runs: no predictions
     index = run_sweep(sweep_file, out)
     assert [r["status"] for r in index["runs"]] == ["skipped", "skipped", "resumed", "trained"]

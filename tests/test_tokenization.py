@@ -1,13 +1,13 @@
 import pytest
 from transformers import AutoTokenizer
 
+from sentiment_lab.sidecar import TextSettings
 from sentiment_lab.tokenization import (
-    TextSettings,
     count_tokens,
     encode_texts,
-    load_text_settings,
-    save_text_settings,
+    preprocess_text,
     special_token_frame,
+    token_budget,
     truncate_ids,
 )
 
@@ -59,13 +59,12 @@ def test_count_tokens_includes_specials(tiny_model_dir):
     assert count_tokens(tok, ["good bad"]).tolist() == [4]
 
 
-def test_settings_roundtrip_keeps_other_keys(tmp_path):
-    save_text_settings(tmp_path, TextSettings(max_length=128, truncation="tail"), extra={"temperature": 1.5})
-    save_text_settings(tmp_path, TextSettings(max_length=256, truncation="head_tail"))
-    settings = load_text_settings(tmp_path)
-    assert (settings.max_length, settings.truncation) == (256, "head_tail")
-    assert '"temperature": 1.5' in (tmp_path / "sentiment_lab.json").read_text()
+def test_token_budget_leaves_room_for_the_special_tokens(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert token_budget(tok, 64) == 62  # [CLS] ... [SEP]
 
 
-def test_plain_hf_folder_gets_head_truncation(tmp_path):
-    assert load_text_settings(tmp_path).truncation == "head"
+def test_preprocess_text_options():
+    text = "Good.<br /><br />BAD<BR>"
+    assert preprocess_text(text) == text
+    assert preprocess_text(text, lowercase=True, strip_html=True) == "good.  bad "

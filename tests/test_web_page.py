@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
-from sentiment_lab.server.app import ServerSettings, create_app
+from sentiment_lab.predictor import Predictor
+from sentiment_lab.server.app import create_app
+from sentiment_lab.server.explainer import model_explainer
+from sentiment_lab.server.settings import ServerSettings
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -47,9 +50,6 @@ def echo_explain(text: str) -> dict[str, Any]:
 
 
 def test_type_a_review_click_predict_and_see_the_label(browser: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from sentiment_lab.inference import Predictor
-    from sentiment_lab.server.app import model_explainer
-
     predictor = Predictor.load(tiny_model_dir)
     expected = predictor.predict(["An absolutely wonderful film, moving and funny."])[0]
     app = create_app(predictor.predict, ServerSettings(max_wait_ms=0), predictor.info(), model_explainer(predictor))

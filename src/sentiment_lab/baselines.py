@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 from sentiment_lab.config import ExperimentConfig, config_to_dict
 from sentiment_lab.data import DataSplits, prepare_data
@@ -22,9 +25,6 @@ from sentiment_lab.rundir import check_run_dir, environment_info, reset_run_dir,
 
 def tfidf_pipeline(seed: int = 42) -> Any:
     """TF-IDF (1-2-grams, sublinear tf) feeding a logistic regression."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
 
     return make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True, strip_accents="unicode"),

@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sentiment_lab.errors import ConfigError, DataError, ModelError
-from sentiment_lab.inference import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, Predictor
+from sentiment_lab.export import held_out_reviews
+from sentiment_lab.io import json_safe, write_json_atomic
+from sentiment_lab.precision import resolve as resolve_precision
+from sentiment_lab.predictor import Predictor, PredictorOptions
+from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, locate_model
+from sentiment_lab.tables import format_table
 
 # torch fp32, torch under bf16 autocast, ONNX Runtime fp32, ONNX Runtime INT8
 BACKEND_NAMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
@@ -24,10 +30,8 @@ BACKEND_NAMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
 
 def available_backends(model_dir: Path) -> list[str]:
     """The backends a model folder can run: torch always (bf16 where the hardware has it), ONNX once exported."""
-    from sentiment_lab.training import resolve_precision
-
     names = ["torch"]
-    if resolve_precision("auto") == "bf16":
+    if resolve_precision("auto").name == "bf16":
         names.append("torch-bf16")
     if (model_dir / ONNX_DIR / ONNX_FILE).is_file():
         names.append("onnx")
@@ -92,25 +96,18 @@ def bench(
     model_dir: str | Path,
     n: int = 256,
     latency_n: int = 100,
-    batch_size: int = 32,
     backends: list[str] | None = None,
-    long_text: str = "truncate",
     data_path: str | Path | None = None,
     out: str | Path | None = None,
-    threads: int | None = None,
+    options: PredictorOptions | None = None,
 ) -> dict[str, Any]:
     """Benchmark every available backend (or `backends`) on n IMDb test reviews; writes and returns the results.
 
-    threads: intra-op threads of torch and ONNX Runtime alike (default: torch's current count).
+    options: how every backend predicts (batch size, long texts, threads, ...); each backend replaces its backend,
+    INT8 and precision fields. threads: intra-op threads of torch and ONNX Runtime alike (default: torch's count).
     """
-    import torch
-
-    from sentiment_lab.evaluation import locate_model
-    from sentiment_lab.export import held_out_reviews
-    from sentiment_lab.io import write_json_atomic
-
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be positive, got {threads}")
+    options = options or PredictorOptions()
+    threads = options.threads
     if n < 1 or latency_n < 0:
         raise ConfigError(f"n must be positive and latency_n non-negative (got n={n}, latency_n={latency_n})")
     folder, run_dir = locate_model(model_dir)
@@ -130,11 +127,11 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     try:
-        results = _bench_backends(folder, chosen, texts, labels, latency_n, batch_size, long_text)
+        results = _bench_backends(folder, chosen, texts, labels, latency_n, options)
     finally:
         torch.set_num_threads(previous_threads)
     target = Path(out) if out else (run_dir or folder) / "bench.json"
-    write_json_atomic(target, results)
+    write_json_atomic(target, json_safe(results))
     results["out"] = str(target)
     return results
 
@@ -145,18 +142,16 @@ def _bench_backends(
     texts: list[str],
     labels: np.ndarray,
     latency_n: int,
-    batch_size: int,
-    long_text: str,
+    options: PredictorOptions,
 ) -> dict[str, Any]:
-    import onnxruntime
-    import torch
+    import onnxruntime  # heavy (about 0.5 s): only its version is needed, and only here
 
     results: dict[str, Any] = {
         "model_dir": str(folder),
         "n": len(texts),
         "latency_n": min(latency_n, len(texts)),
-        "batch_size": batch_size,
-        "long_text": long_text,
+        "batch_size": options.batch_size,
+        "long_text": options.long_text,
         "threads": torch.get_num_threads(),
         # A busy shared machine distorts timings: the load average says how busy it was.
         "machine": {"cpu": _cpu_name(), "python": platform.python_version(), "load_1m": os.getloadavg()[0]},
@@ -166,14 +161,15 @@ def _bench_backends(
     reference = None
     for name in chosen:
         start = time.perf_counter()
-        predictor = Predictor.load(
-            folder,
-            backend="onnx" if name.startswith("onnx") else "torch",
-            batch_size=batch_size,
-            long_text=long_text,
-            quantized=name == "onnx-int8",
-            precision="bf16" if name == "torch-bf16" else "fp32",
+        backend_options = PredictorOptions.build(
+            **options.model_dump()
+            | {
+                "backend": "onnx" if name.startswith("onnx") else "torch",
+                "quantized": name == "onnx-int8",
+                "precision": "bf16" if name == "torch-bf16" else "fp32",
+            }
         )
+        predictor = Predictor.load(folder, backend_options)
         load_s = time.perf_counter() - start
         measured = measure_backend(predictor, texts, labels, latency_n)
         preds = measured.pop("preds")
@@ -187,8 +183,6 @@ def _bench_backends(
 
 def bench_table(results: dict[str, Any]) -> str:
     """The results as a text table, one row per backend."""
-    from sentiment_lab.cli import format_table
-
     rows = [
         [
             name,

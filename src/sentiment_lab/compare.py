@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from sentiment_lab.errors import RunDirError, SentimentLabError
-from sentiment_lab.io import write_json_atomic, write_text_atomic
+from sentiment_lab.errors import SentimentLabError
+from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
+from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
+from sentiment_lab.rundir import PREDICTIONS_FILE, RunFolder, load_run
 from sentiment_lab.stats import bootstrap_ci, holm_adjust, mcnemar_test, paired_bootstrap_diff, verdict
 
 # Keys that describe the machine or bookkeeping, not the experiment: never shown as config differences.
@@ -42,31 +43,14 @@ def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
 
 
-def load_run_summary(run_dir: str | Path) -> dict[str, Any]:
-    """What compare needs from a run folder: metrics, flat config, test predictions, validation history."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise RunDirError(f"no such run folder: {run}")
-    for name in ("metrics.json", "predictions.parquet"):
-        if not (run / name).is_file():
-            raise RunDirError(f"{run} has no {name}; compare needs finished run folders (sentiment-lab train/baseline)")
-    preds = pd.read_parquet(run / "predictions.parquet")
-    missing = {"id", "label", "pred"} - set(preds.columns)
-    if missing:
-        raise RunDirError(f"{run / 'predictions.parquet'} lacks columns {sorted(missing)}")
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    return {
-        "dir": run,
-        "metrics": json.loads((run / "metrics.json").read_text()),
-        "config": {k: v for k, v in flatten(config or {}).items() if not _ignored(k)},
-        "preds": preds,
-        "history": pd.read_csv(run / "history.csv") if (run / "history.csv").is_file() else None,
-    }
+def comparable_config(run: RunFolder) -> dict[str, Any]:
+    """The run's config.yaml flattened to dotted keys, without the keys that never describe the experiment."""
+    return {k: v for k, v in flatten(run.raw_config).items() if not _ignored(k)}
 
 
-def check_same_items(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> None:
+def check_same_items(a: RunFolder, b: RunFolder, name_a: str, name_b: str) -> None:
     """Refuse a pair whose test predictions are not over the same reviews with the same labels."""
-    pa, pb = a["preds"], b["preds"]
+    pa, pb = a.predictions, b.predictions
     ids_a, ids_b = pa["id"].astype(str), pb["id"].astype(str)
     if len(pa) != len(pb) or set(ids_a) != set(ids_b):
         common = len(set(ids_a) & set(ids_b))
@@ -84,15 +68,15 @@ def check_same_items(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: 
         )
 
 
-def _names(runs: list[dict[str, Any]]) -> list[str]:
-    names = [r["dir"].name for r in runs]
+def _names(runs: list[RunFolder]) -> list[str]:
+    names = [r.path.name for r in runs]
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
-        names = [str(r["dir"]) for r in runs]
+        names = [str(r.path) for r in runs]
     return names
 
 
-def _aligned(run: dict[str, Any], order: pd.Index) -> pd.DataFrame:
-    return run["preds"].assign(id=run["preds"]["id"].astype(str)).set_index("id").loc[order]
+def _aligned(run: RunFolder, order: pd.Index) -> pd.DataFrame:
+    return run.predictions.assign(id=run.predictions["id"].astype(str)).set_index("id").loc[order]
 
 
 def compare_runs(
@@ -112,26 +96,27 @@ def compare_runs(
     resolved = [Path(d).resolve() for d in run_dirs]
     if len(set(resolved)) < len(resolved):
         raise SentimentLabError("the same run folder is given twice; list each run once")
-    runs = [load_run_summary(d) for d in run_dirs]
+    runs = [load_run(d) for d in run_dirs]
+    configs = [comparable_config(r) for r in runs]
     names = _names(runs)
     for (i, a), (j, b) in itertools.combinations(enumerate(runs), 2):
         check_same_items(a, b, names[i], names[j])
-    order = pd.Index(runs[0]["preds"]["id"].astype(str))
+    order = pd.Index(runs[0].predictions["id"].astype(str))
     if order.has_duplicates:
-        raise SentimentLabError(f"{runs[0]['dir'] / 'predictions.parquet'} repeats test ids; pairing needs unique ids")
+        raise SentimentLabError(f"{runs[0].path / PREDICTIONS_FILE} repeats test ids; pairing needs unique ids")
     aligned = [_aligned(r, order) for r in runs]
     labels = aligned[0]["label"].to_numpy(dtype=int)
     correct = [a["pred"].to_numpy(dtype=int) == labels for a in aligned]
 
     table = []
-    for name, run, frame in zip(names, runs, aligned, strict=True):
-        m = run["metrics"]
+    for name, run, config, frame in zip(names, runs, configs, aligned, strict=True):
+        m = run.metrics
         pred = frame["pred"].to_numpy(dtype=int)
         table.append(
             {
                 "run": name,
-                "dir": str(run["dir"]),
-                "model": m.get("model") or run["config"].get("model.name"),
+                "dir": str(run.path),
+                "model": m.get("model") or config.get("model.name"),
                 "accuracy": bootstrap_ci(labels, pred, "accuracy", n_boot),
                 "f1": bootstrap_ci(labels, pred, "f1", n_boot),
                 "train_runtime_s": m.get("train_runtime_s"),
@@ -141,9 +126,9 @@ def compare_runs(
             }
         )
 
-    all_keys = sorted(set().union(*(r["config"] for r in runs)))
-    differing = [k for k in all_keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1]
-    config_rows = [{"key": k, "values": [r["config"].get(k) for r in runs]} for k in differing]
+    all_keys = sorted(set().union(*configs))
+    differing = [k for k in all_keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    config_rows = [{"key": k, "values": [c.get(k) for c in configs]} for k in differing]
 
     pairs = []
     for i, j in itertools.combinations(range(len(runs)), 2):
@@ -160,7 +145,7 @@ def compare_runs(
         p["verdict"] = verdict(p_used, p["a"], p["b"], acc_a, acc_b, alpha)
         p["significant"] = p_used < alpha
 
-    out = Path(out_dir) if out_dir else runs[0]["dir"].parent / "comparison"
+    out = Path(out_dir) if out_dir else runs[0].path.parent / "comparison"
     out.mkdir(parents=True, exist_ok=True)
     figures = {
         "accuracy": _accuracy_figure(table, out / "accuracy_ci.png"),
@@ -172,14 +157,12 @@ def compare_runs(
         "alpha": alpha,
         "config_differences": config_rows,
         "pairs": pairs,
-        "seed_groups": seed_groups(names, runs, table),
-        "without_history": [n for n, r in zip(names, runs, strict=True) if r["history"] is None],
+        "seed_groups": seed_groups(names, configs, table),
+        "without_history": [n for n, r in zip(names, runs, strict=True) if r.history is None],
         "figures": {k: v.name if v else None for k, v in figures.items()},
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    from sentiment_lab.report import _clean, embed_png, render_template
-
-    result = _clean(result)
+    result = json_safe(result)
     page = render_template(
         "comparison.html", c=result, figs={k: embed_png(v) if v else None for k, v in figures.items()}
     )
@@ -189,23 +172,26 @@ def compare_runs(
     return result
 
 
-def seed_groups(names: list[str], runs: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs whose configs differ only in the seed: mean and std of accuracy, F1 and training time per group."""
+def seed_groups(names: list[str], configs: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs whose configs differ only in the seed: mean and std of accuracy, F1 and training time per group.
+
+    configs: each run's `comparable_config`.
+    """
     groups: dict[str, list[int]] = {}
-    for i, r in enumerate(runs):
+    for i, config in enumerate(configs):
         key = json.dumps(
-            {k: v for k, v in r["config"].items() if k not in SEED_KEYS and not k.startswith("resolved.")},
+            {k: v for k, v in config.items() if k not in SEED_KEYS and not k.startswith("resolved.")},
             sort_keys=True,
             default=str,
         )
         groups.setdefault(key, []).append(i)
     out = []
     for members in groups.values():
-        if len({json.dumps(runs[i]["config"].get("training.seed")) for i in members}) < 2:
+        if len({json.dumps(configs[i].get("training.seed")) for i in members}) < 2:
             continue  # one run, or repeats of one seed: no seed spread to report
         row: dict[str, Any] = {
             "runs": [names[i] for i in members],
-            "seeds": [runs[i]["config"].get("training.seed") for i in members],
+            "seeds": [configs[i].get("training.seed") for i in members],
         }
         for metric in ("accuracy", "f1"):
             vals = np.array([table[i][metric]["estimate"] for i in members])
@@ -218,9 +204,7 @@ def seed_groups(names: list[str], runs: list[dict[str, Any]], table: list[dict[s
 
 
 def _accuracy_figure(table: list[dict[str, Any]], path: Path) -> Path:
-    from sentiment_lab.report import _plt, _save
-
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.45 * len(table)))
     y = np.arange(len(table))
     for k, metric, color in ((0, "accuracy", "#1d4ed8"), (1, "f1", "#16a34a")):
@@ -243,22 +227,20 @@ def _accuracy_figure(table: list[dict[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _curves_figure(names: list[str], runs: list[dict[str, Any]], path: Path) -> Path | None:
-    from sentiment_lab.report import _plt, _save
-
+def _curves_figure(names: list[str], runs: list[RunFolder], path: Path) -> Path | None:
     curves = []
     for name, r in zip(names, runs, strict=True):
-        h = r["history"]
+        h = r.history
         if h is not None and "val_loss" in h:
             ev = h.dropna(subset=["val_loss"])
             if len(ev):
                 curves.append((name, ev))
     if not curves:
         return None
-    plt = _plt()
+    plt = pyplot()
     x = "epoch" if all("epoch" in ev for _, ev in curves) else "step"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for name, ev in curves:
@@ -273,4 +255,4 @@ def _curves_figure(names: list[str], runs: list[dict[str, Any]], path: Path) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -5,6 +5,7 @@ This is the only module that reads environment variables (`IMDB_DIR`).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sentiment_lab.errors import ConfigError
+from sentiment_lab.precision import PrecisionName
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_CONFIG_NODES = 100_000  # values after alias expansion; a real config has a few hundred
@@ -97,7 +99,7 @@ class TrainingConfig(_Section):
     adam_epsilon: float = Field(1e-8, gt=0.0)
     max_grad_norm: float = Field(1.0, ge=0.0)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    precision: PrecisionName = "auto"  # precision.resolve decides per device
     eval_strategy: Literal["steps", "epoch"] = "epoch"
     eval_steps: int = Field(500, ge=1)
     save_steps: int | None = Field(None, ge=1)  # defaults to eval_steps
@@ -168,8 +170,6 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of a raw config dict with `key.sub=value` overrides applied."""
-    import copy
-
     out = copy.deepcopy(raw)
     for item in overrides:
         keys, value = parse_override(item)
@@ -235,8 +235,57 @@ def expanded_node_count(root: yaml.Node) -> int:
     return size(root)
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read a config YAML with its `base:` chain resolved: the base's keys, then the file's own merged over them.
+
+    `base: other.yaml` (relative to the file that holds it) may itself name a base; every file of the chain is
+    read with `read_yaml`'s checks. The result has no `base` key.
+    """
+    return _read_config_chain(Path(path), [])
+
+
+def _read_config_chain(path: Path, chain: list[Path]) -> dict[str, Any]:
+    raw = read_yaml(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(
+            f"config file {path}: `base:` must be the path of another config YAML (e.g. base: quickstart.yaml), "
+            f"got {base!r}"
+        )
+    base_path = Path(base).expanduser()
+    base_path = base_path if base_path.is_absolute() else path.parent / base_path
+    if not base_path.is_file():
+        raise ConfigError(
+            f"config file {path}: base {base!r} not found (looked at {base_path}); `base:` is relative to the "
+            "file that holds it"
+        )
+    seen = [*chain, path.resolve()]
+    if base_path.resolve() in seen:
+        loop = " -> ".join(str(p) for p in [*seen, base_path.resolve()])
+        raise ConfigError(f"config file {path}: `base:` chain is a cycle ({loop}); remove the `base:` that points back")
+    return merge_configs(_read_config_chain(base_path, seen), raw)
+
+
+def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `child` merged over it: mappings merge key by key, any other value replaces."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def build_config(raw: dict[str, Any], source: str = "(dict)") -> ExperimentConfig:
     """Validate a raw dict into an ExperimentConfig, raising ConfigError with every problem listed."""
+    if "base" in raw:  # resolved when a file is read; here pydantic would call it an unknown key
+        raise ConfigError(
+            f"config {source}: `base` is resolved only when a config file is read (load_config, read_config), "
+            "not from a dict or --set; remove it"
+        )
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
@@ -246,11 +295,11 @@ def build_config(raw: dict[str, Any], source: str = "(dict)") -> ExperimentConfi
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, data_path: str | None = None
 ) -> ExperimentConfig:
-    """Load a YAML config (or the defaults), apply overrides and `--data`, and validate it.
+    """Load a YAML config (or the defaults) with its `base:` chain, apply overrides and `--data`, and validate it.
 
     data_path: a data folder or file that replaces `data.path` (the CLI's `--data`).
     """
-    raw = read_yaml(path) if path else {}
+    raw = read_config(path) if path else {}
     raw = apply_overrides(raw, overrides or [])
     cfg = build_config(raw, str(path) if path else "(defaults)")
     if data_path:

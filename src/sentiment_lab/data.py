@@ -5,19 +5,19 @@ Every split is a pandas DataFrame with columns `id` (str), `text` (str), `label`
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 from sentiment_lab.config import DataConfig
 from sentiment_lab.errors import DataError
+from sentiment_lab.tokenization import count_tokens, preprocess_text
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
-_BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 
 
 @dataclass
@@ -28,15 +28,6 @@ class DataSplits:
     val: pd.DataFrame
     test: pd.DataFrame
     cleaning: dict[str, Any] = field(default_factory=dict)
-
-
-def preprocess_text(text: str, lowercase: bool = False, strip_html: bool = False) -> str:
-    """Apply the optional preprocessing steps; both are off by default."""
-    if strip_html:
-        text = _BR.sub(" ", text)
-    if lowercase:
-        text = text.lower()
-    return text
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -94,6 +85,13 @@ def normalize_labels(values: pd.Series, label_map: dict[str, int], source: str) 
                 return int(s)
         return None
 
+    missing = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())  # NaN, None, blank
+    if missing.any():
+        rows = ", ".join(str(i) for i in np.flatnonzero(missing.to_numpy())[:5])
+        raise DataError(
+            f"{source}: {int(missing.sum())} of {len(values)} rows have no label (first rows: {rows}); "
+            "fill in their labels or remove those rows"
+        )
     mapped = values.map(convert)
     bad = mapped.isna()
     if bad.any():
@@ -172,7 +170,7 @@ def _load_local(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _load_hub(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    import datasets
+    import datasets  # heavy (about 1 s) and needed only for the Hub
 
     try:
         ds = datasets.load_dataset(cfg.hub_id)
@@ -221,7 +219,6 @@ def stratified_subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFram
     """A class-balanced-as-the-source sample of n rows (all rows when n is None or >= len)."""
     if n is None or n >= len(df):
         return df
-    from sklearn.model_selection import train_test_split
 
     if df["label"].nunique() < 2 or df["label"].value_counts().min() < 2 or n < 2:
         return df.sample(n=n, random_state=seed).reset_index(drop=True)
@@ -231,7 +228,6 @@ def stratified_subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFram
 
 def stratified_split(df: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split into train/validation keeping the class ratio."""
-    from sklearn.model_selection import train_test_split
 
     counts = df["label"].value_counts()
     if len(counts) < 2:
@@ -275,8 +271,6 @@ def dataset_stats(splits: DataSplits, tokenizer: Any | None = None, max_length: 
             "words": _describe(words),
         }
         if tokenizer is not None:
-            from sentiment_lab.tokenization import count_tokens
-
             tokens = count_tokens(tokenizer, df["text"].tolist())
             entry["tokens"] = _describe(tokens)
             if max_length:

@@ -19,10 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from sentiment_lab.config import load_config
+from sentiment_lab.data import clean_split, load_raw_splits, stratified_subset
 from sentiment_lab.errors import ConfigError, DataError, ModelError
-from sentiment_lab.inference import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, Predictor, onnx_runner
 from sentiment_lab.io import write_json_atomic
+from sentiment_lab.predictor import Predictor
+from sentiment_lab.predictor_options import PredictorOptions
+from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, locate_model
+from sentiment_lab.runners import onnx_runner
 
 log = logging.getLogger("sentiment_lab")
 
@@ -55,9 +61,6 @@ BUILTIN_REVIEWS = [
 
 def held_out_reviews(n: int, data_path: str | Path | None = None, seed: int = 0) -> pd.DataFrame | None:
     """n IMDb test reviews (id, text, label), stratified, from `data_path` or the local copy (IMDB_DIR); else None."""
-    from sentiment_lab.config import load_config
-    from sentiment_lab.data import clean_split, load_raw_splits, stratified_subset
-
     cfg = load_config(None, data_path=str(data_path) if data_path else None).data
     if not cfg.path:
         return None  # no local copy: never reach for the Hub from export or bench
@@ -76,8 +79,6 @@ def parity_texts(n: int, data_path: str | Path | None = None) -> tuple[list[str]
 
 def export_to_onnx(model: Any, tokenizer: Any, path: Path, max_length: int, opset: int | None = None) -> None:
     """torch.onnx (dynamo exporter) with dynamic batch and sequence axes; inputs input_ids, attention_mask."""
-    import torch
-
     sample = tokenizer(["a short review", "a slightly longer review of a film"], padding=True, return_tensors="pt")
     inputs = {"input_ids": sample["input_ids"], "attention_mask": sample["attention_mask"]}
     axes = {0: torch.export.Dim("batch", min=1, max=4096), 1: torch.export.Dim("sequence", min=1, max=max_length)}
@@ -116,7 +117,7 @@ def ffn_down_projections(model_path: Path) -> list[str]:
     Their inputs (GELU outputs) have large outliers, so one dynamic uint8 scale per tensor loses the small
     values; on the quick-start MiniLM they caused most of the INT8 label flips (see the export notes).
     """
-    import onnx
+    import onnx  # heavy (about 1 s) and needed only when exporting
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -134,7 +135,7 @@ def quantize_int8(source: Path, target: Path, per_channel: bool = True) -> list[
     classifier (Gemm) and the outlier-prone FFN outputs stay fp32, because the logit margin of a small
     fine-tuned model is thin. Per-channel scales give each output neuron's weights their own range.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # heavy, only for --quantize
 
     excluded = ffn_down_projections(source)
     quantize_dynamic(
@@ -172,11 +173,9 @@ def export_onnx(
 
     Raises ModelError, leaving the previous onnx/ folder as it was, when the parity check fails.
     """
+    # onnx and onnxruntime: heavy imports (about 1 s), needed only when exporting
     import onnx
     import onnxruntime
-    import torch
-
-    from sentiment_lab.evaluation import locate_model
 
     if quantize not in (None, *QUANTIZE_MODES):
         raise ConfigError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE_MODES)}")
@@ -243,13 +242,12 @@ def _with_runner(reference: Predictor, runner: Any) -> Predictor:
     """A predictor sharing the reference's tokenizer and settings but running another model."""
     return Predictor(
         reference.model_dir,
-        "onnx",
+        PredictorOptions(backend="onnx", batch_size=reference.batch_size),
         reference.tokenizer,
         reference.settings,
         runner,
         reference.labels,
         reference.positive_index,
-        batch_size=reference.batch_size,
     )
 
 

@@ -1,17 +1,21 @@
 """Atomic file writes: every artifact is written to a temp name beside it, then renamed into place.
 
-A crash therefore leaves either the old file or the new one, never half of one.
+A crash therefore leaves either the old file or the new one, never half of one. `json_safe` turns numpy values and
+NaN into what strict JSON accepts before a result is written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -55,3 +59,23 @@ def write_parquet_atomic(path: str | Path, frame: Any) -> None:
 def write_csv_atomic(path: str | Path, frame: Any) -> None:
     """Write a pandas DataFrame to CSV atomically."""
     write_text_atomic(path, frame.to_csv(index=False))
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy that strict JSON accepts: numpy values to Python ones, NaN/inf to None, paths and keys to str.
+
+    Tuples become lists; other objects are returned as they are (`write_json_atomic` writes them with str()).
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):  # numpy scalars: int64, float32, bool_, str_ ...
+        return json_safe(obj.item())
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, PurePath):
+        return str(obj)
+    return obj

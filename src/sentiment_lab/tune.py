@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import socket
@@ -25,8 +24,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import optuna
 import yaml
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.engine import make_url
+from transformers import TrainerCallback
 
 from sentiment_lab.config import (
     apply_overrides,
@@ -34,11 +38,15 @@ from sentiment_lab.config import (
     config_to_dict,
     load_config,
     override_value,
+    read_config,
     read_yaml,
     validation_problems,
 )
+from sentiment_lab.data import prepare_data
 from sentiment_lab.errors import ConfigError, SentimentLabError
-from sentiment_lab.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from sentiment_lab.io import json_safe, write_csv_atomic, write_json_atomic, write_text_atomic
+from sentiment_lab.rendering import pyplot, save_figure
+from sentiment_lab.training import train
 
 log = logging.getLogger("sentiment_lab")
 
@@ -130,7 +138,7 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
 
 def check_space(space: SearchSpace, config_path: str | Path, overrides: list[str]) -> None:
     """Refuse a space whose keys or extreme values do not make a valid config, before any trial starts."""
-    raw = apply_overrides(read_yaml(config_path), overrides)
+    raw = apply_overrides(read_config(config_path), overrides)
     for key, spec in space.params.items():
         for value in spec.values_to_check():
             try:
@@ -155,7 +163,6 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
 
 
 def _pruning_callback_class() -> type:
-    from transformers import TrainerCallback
 
     class OptunaPruningCallback(TrainerCallback):
         """Reports each evaluation's F1 to the trial (step = evaluation number) and stops a hopeless trial."""
@@ -166,7 +173,6 @@ def _pruning_callback_class() -> type:
             self.evaluations = 0
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kw: Any) -> None:
-            import optuna
 
             if not metrics or self.metric not in metrics:
                 return
@@ -188,8 +194,6 @@ def pruning_callback(trial: Any, metric: str = "eval_f1") -> Any:
 
 def open_storage(url: str) -> Any:
     """An RDBStorage with a heartbeat, so trials of a killed worker are marked failed and retried once."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -223,15 +227,12 @@ def open_storage(url: str) -> Any:
 def redact(url: str) -> str:
     """A storage URL with its password hidden, for logs and files."""
     try:
-        from sqlalchemy.engine import make_url
-
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]
 
 
 def _sampler(space: SearchSpace, seed: int | None) -> Any:
-    import optuna
 
     seed = space.seed if seed is None else seed
     if space.sampler == "random":
@@ -243,7 +244,6 @@ def _sampler(space: SearchSpace, seed: int | None) -> Any:
 
 
 def _pruner(space: SearchSpace) -> Any:
-    import optuna
 
     if space.pruner == "none":
         return optuna.pruners.NopPruner()
@@ -254,7 +254,6 @@ def _pruner(space: SearchSpace) -> Any:
 
 def _claimed(study: Any, below: int | None = None) -> int:
     """Trials that count towards the budget: finished, running, or queued for a retry (optionally numbered below)."""
-    from optuna.trial import TrialState
 
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     return sum(1 for t in study.get_trials(deepcopy=False, states=states) if below is None or t.number < below)
@@ -275,7 +274,6 @@ def tune(
 
     storage: an RDB URL shared by all workers (default sqlite:///OUT/study.db). n_trials=0 only rewrites outputs.
     """
-    import optuna
 
     if n_trials < 0:
         raise TuneError(f"--trials must be 0 or more, got {n_trials}")
@@ -312,8 +310,6 @@ def tune(
     cache: dict[str, Any] = {}
 
     def objective(trial: Any) -> float:
-        from sentiment_lab.data import prepare_data
-        from sentiment_lab.training import train
 
         # Trial numbers are assigned atomically by the storage: a trial with n_trials others before it is surplus.
         if _claimed(study, below=trial.number) >= n_trials:
@@ -365,14 +361,10 @@ def _trials_frame(study: Any, objective: str) -> Any:
 
 
 def _save_plot(ax: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig = ax.figure
     fig.set_size_inches(8, 5)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_outputs(
@@ -384,11 +376,7 @@ def write_outputs(
     storage_url: str | None = None,
 ) -> dict[str, Any]:
     """best_config.yaml, trials.csv, the two plots and tune.json for a study (safe to call from every worker)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import optuna
-    from optuna.trial import TrialState
+    pyplot()  # optuna's plots draw with pyplot: the off-screen backend first
 
     objective = study.user_attrs.get("objective", "val_f1")
     frame = _trials_frame(study, objective)
@@ -438,11 +426,6 @@ def write_outputs(
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             # Importances need at least two complete trials whose parameters vary.
             summary["plots_skipped"][filename] = f"{type(exc).__name__}: {exc}"
-    summary = json.loads(json.dumps(summary, default=_json_number))
+    summary = json_safe(summary)
     write_json_atomic(out / "tune.json", summary)
     return summary
-
-
-def _json_number(value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and math.isnan(value) else value

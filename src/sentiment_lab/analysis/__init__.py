@@ -1,3 +1,3 @@
-"""Understanding a trained model: calibration (`calibration`), error tags and label noise (`errors`),
+"""Understanding a trained model: calibration (`calibration`), error tags and label noise (`error_tags`),
 token attributions and attention (`explain`). The HTML report (`sentiment_lab.report`) assembles them.
 """

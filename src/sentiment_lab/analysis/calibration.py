@@ -16,9 +16,10 @@ import pandas as pd
 
 from sentiment_lab.errors import SentimentLabError
 from sentiment_lab.metrics import softmax
+from sentiment_lab.rundir import MODEL_DIR, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE
+from sentiment_lab.sidecar import DEFAULT_REVIEW_THRESHOLD, SIDECAR_FILE, update_sidecar
 
 CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the DistilBERT study's 50-60 ... 90-100% buckets
-SEED_REVIEW_THRESHOLD = 0.70  # the seed policy: a person reviews predictions below 70% confidence
 DEFAULT_TARGET_ACCURACY = 0.97
 
 
@@ -51,7 +52,7 @@ def nll(logits: np.ndarray, labels: Any, temperature: float = 1.0) -> float:
 
 def fit_temperature(logits: np.ndarray, labels: Any, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The temperature T minimising validation NLL of softmax(logits / T) (bounded 1-D search on log T)."""
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import minimize_scalar  # lazy: scipy.optimize adds about half a second at import
 
     y = np.asarray(labels, dtype=int)
     if len(y) == 0:
@@ -194,7 +195,7 @@ def calibrate_run(
     where `Predictor` reads them.
     """
     run = Path(run_dir)
-    val_path, test_path = run / "val_predictions.parquet", run / "predictions.parquet"
+    val_path, test_path = run / VAL_PREDICTIONS_FILE, run / PREDICTIONS_FILE
     for p in (val_path, test_path):
         if not p.is_file():
             raise SentimentLabError(f"{p} is missing; calibration needs a finished run folder (sentiment-lab train)")
@@ -218,15 +219,11 @@ def calibrate_run(
     threshold = abstention_threshold(val_conf, val_ok, target_accuracy)
     out["abstain_threshold"] = threshold
     out["abstention_test"] = policy_outcome(test_conf, test_ok, threshold)
-    out["seed_policy_test"] = policy_outcome(test_conf, test_ok, SEED_REVIEW_THRESHOLD)
+    out["seed_policy_test"] = policy_outcome(test_conf, test_ok, DEFAULT_REVIEW_THRESHOLD)
     out["stored_in"] = None
-    if store and (run / "model").is_dir():
-        from sentiment_lab.tokenization import load_text_settings, save_text_settings
-
-        model_dir = run / "model"
-        extra: dict[str, Any] = {"temperature": temperature, "target_accuracy": target_accuracy}
+    if store and (run / MODEL_DIR).is_dir():
+        model_dir = run / MODEL_DIR
         # An unreachable target stores no threshold: the Predictor then keeps its 70% default.
-        extra["abstain_threshold"] = threshold
-        save_text_settings(model_dir, load_text_settings(model_dir), extra=extra)
-        out["stored_in"] = str(model_dir / "sentiment_lab.json")
+        update_sidecar(model_dir, temperature=temperature, target_accuracy=target_accuracy, abstain_threshold=threshold)
+        out["stored_in"] = str(model_dir / SIDECAR_FILE)
     return out

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from sentiment_lab.errors import InputError, ModelError
-from sentiment_lab.tokenization import TextSettings, encode_texts
+from sentiment_lab.io import write_json_atomic, write_text_atomic
+from sentiment_lab.modeling import load_classifier, load_tokenizer
+from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
+from sentiment_lab.rundir import locate_model
+from sentiment_lab.sidecar import TextSettings, read_sidecar
+from sentiment_lab.tokenization import encode_texts
 
 DEFAULT_IG_STEPS = 20
 COMPLETENESS_TOLERANCE = 0.05  # refine IG until attributions explain 95% of the log-odds change
@@ -84,13 +89,9 @@ class Explanation:
 
 def load_for_explanation(model_dir: str | Path) -> tuple[Any, Any, TextSettings]:
     """The classifier, its tokenizer and the text settings it was trained with."""
-    from sentiment_lab.evaluation import locate_model
-    from sentiment_lab.modeling import load_classifier, load_tokenizer
-    from sentiment_lab.tokenization import load_text_settings
-
     folder, _ = locate_model(model_dir)
     tokenizer = load_tokenizer(str(folder))
-    return load_classifier(folder), tokenizer, load_text_settings(folder, tokenizer)
+    return load_classifier(folder), tokenizer, read_sidecar(folder, tokenizer).text
 
 
 def forward_with_attention(
@@ -121,7 +122,7 @@ def explain_texts(
     labels: list[int | None] | None = None,
 ) -> list[Explanation]:
     """Integrated gradients and [CLS] attention for each text, truncated exactly as in training."""
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients  # lazy: captum adds about half a second at import
 
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
@@ -242,11 +243,7 @@ def highlighted_html(explanation: Explanation) -> str:
 
 def attention_heatmap(explanation: Explanation, path: str | Path, title: str | None = None) -> Path:
     """PNG of [CLS] attention per layer (rows) and token (columns), mean over heads."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     att = explanation.cls_attention
     tokens = list(explanation.tokens)
     # [CLS] attending to itself dwarfs every other cell (often > 0.8), so its column is left out
@@ -269,22 +266,13 @@ def attention_heatmap(explanation: Explanation, path: str | Path, title: str | N
     ax.set_title(title or "[CLS] attention per token, mean over heads", fontsize=10)
     fig.colorbar(im, ax=ax, label="attention weight", fraction=0.03, pad=0.01)
     fig.tight_layout()
-    out = Path(path)
-    from sentiment_lab.io import atomic_path
-
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def explain(
     model_dir: str | Path, texts: list[str], out_dir: str | Path, n_steps: int = DEFAULT_IG_STEPS
 ) -> dict[str, Any]:
     """Explain texts with a saved model: writes explanation.html, explanation.json and one heatmap PNG per text."""
-    from sentiment_lab.io import write_json_atomic, write_text_atomic
-    from sentiment_lab.report import embed_png, render_template
-
     model, tokenizer, settings = load_for_explanation(model_dir)
     exps = explain_texts(model, tokenizer, settings, texts, n_steps)
     out = Path(out_dir)

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from sentiment_lab.cli import command, format_table
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register report, explain and compare."""
-    p = sub.add_parser("report", help="HTML study report of a run: data, training, metrics, calibration, errors")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--explanations", type=int, default=6, help="reviews explained with integrated gradients (0: none)")
-    p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps per review")
-    p.add_argument("--target-accuracy", type=float, default=0.97, help="accuracy the abstention threshold must reach")
-    p.add_argument(
-        "--no-store",
-        action="store_true",
-        help="do not write temperature/threshold into RUN_DIR/model/sentiment_lab.json",
-    )
-    p.add_argument("--no-label-noise", action="store_true", help="skip confident learning on the train split")
-
-    p = sub.add_parser("explain", help="token attributions and [CLS] attention for texts (HTML + PNG)")
-    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
-    p.add_argument("texts", nargs="+", metavar="TEXT")
-    p.add_argument("--out", default="explanations", help="output folder (default: ./explanations)")
-    p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps")
-
-    p = sub.add_parser("compare", help="compare runs on the same test set: CIs, McNemar, paired bootstrap")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", help="output folder (default: <parent of the first run>/comparison)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+from sentiment_lab.analysis.explain import explain
+from sentiment_lab.cli import command
+from sentiment_lab.compare import compare_runs
+from sentiment_lab.report import build_report
+from sentiment_lab.tables import format_table
 
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
-    from sentiment_lab.report import build_report
 
     a = build_report(
         args.run_dir,
@@ -88,7 +65,6 @@ def _report(args: argparse.Namespace) -> int:
 
 @command("explain")
 def _explain(args: argparse.Namespace) -> int:
-    from sentiment_lab.analysis.explain import explain
 
     result = explain(args.model, args.texts, args.out, args.ig_steps)
     for i, e in enumerate(result["explanations"], 1):
@@ -100,7 +76,6 @@ def _explain(args: argparse.Namespace) -> int:
 
 @command("compare")
 def _compare(args: argparse.Namespace) -> int:
-    from sentiment_lab.compare import compare_runs
 
     c = compare_runs(args.run_dirs, args.out, alpha=args.alpha)
     rows = [

@@ -4,44 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from sentiment_lab.cli import add_allow_pickle_arg, add_config_args, command, format_table, metrics_table
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register train, evaluate, baseline and data."""
-    p = sub.add_parser("train", help="fine-tune a model from a YAML config, then evaluate it on the test set")
-    add_config_args(p)
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-
-    p = sub.add_parser("evaluate", help="evaluate a saved model or run folder on the test set")
-    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
-    add_config_args(p, config_required=False)
-    p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
-    p.add_argument("--batch-size", type=int, default=64)
-    add_allow_pickle_arg(p)
-
-    p = sub.add_parser("baseline", help="majority-class and TF-IDF + logistic regression baselines")
-    add_config_args(p, config_required=False)
-    p.add_argument("--out", help="run folder (default: runs/<config name>-baseline)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-
-    p = sub.add_parser("data", help="dataset utilities")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    s = data_sub.add_parser("stats", help="counts, words and tokens per review, share truncated")
-    add_config_args(s, config_required=False)
-    s.add_argument("--no-tokens", action="store_true", help="skip token counts (no tokenizer needed)")
-    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+from sentiment_lab.baselines import run_baseline
+from sentiment_lab.cli import command
+from sentiment_lab.cli.common import metrics_table
+from sentiment_lab.config import load_config
+from sentiment_lab.data import dataset_stats, prepare_data
+from sentiment_lab.evaluation import evaluate_model
+from sentiment_lab.modeling import load_tokenizer
+from sentiment_lab.tables import format_table
+from sentiment_lab.training import train
 
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sentiment_lab.config import load_config
-    from sentiment_lab.training import train
-
     cfg = load_config(args.config, args.overrides, args.data)
     out = args.out or str(Path("runs") / cfg.name)
     metrics = train(cfg, out, overwrite=args.overwrite)
@@ -57,10 +34,15 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
-    from sentiment_lab.evaluation import evaluate_model
-
     metrics = evaluate_model(
-        args.model, args.config, args.overrides, args.data, args.out, args.batch_size, allow_pickle=args.allow_pickle
+        args.model,
+        args.config,
+        args.overrides,
+        args.data,
+        args.out,
+        args.batch_size,
+        allow_pickle=args.allow_pickle,
+        precision=args.precision,
     )
     print(metrics_table(metrics))
     print(f"results: {metrics['out_dir']}/ (metrics.json, predictions.parquet)")
@@ -69,11 +51,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("baseline")
 def _baseline(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sentiment_lab.baselines import run_baseline
-    from sentiment_lab.config import load_config
-
     cfg = load_config(args.config, args.overrides, args.data)
     out = args.out or str(Path("runs") / f"{cfg.name}-baseline")
     metrics = run_baseline(cfg, out, overwrite=args.overwrite)
@@ -84,15 +61,10 @@ def _baseline(args: argparse.Namespace) -> int:
 
 @command("data")
 def _data(args: argparse.Namespace) -> int:
-    from sentiment_lab.config import load_config
-    from sentiment_lab.data import dataset_stats, prepare_data
-
     cfg = load_config(args.config, args.overrides, args.data)
     splits = prepare_data(cfg.data)
     tokenizer = None
     if not args.no_tokens:
-        from sentiment_lab.modeling import load_tokenizer
-
         tokenizer = load_tokenizer(cfg.model.name)
     stats = dataset_stats(splits, tokenizer, cfg.tokenization.max_length)
     if args.json:

@@ -5,35 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sentiment_lab.cli import add_config_args, add_override_args, command, format_table
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register sweep and tune."""
-    p = sub.add_parser("sweep", help="train every variant x seed of a sweep file (skips finished runs, resumes others)")
-    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file, e.g. sweeps/ablation-lr.yaml")
-    p.add_argument("--quick", action="store_true", help="use the file's quick mode (MiniLM, small subsets, CPU)")
-    p.add_argument("--out", help="sweep folder (default: runs/sweeps/<name>[-quick])")
-    add_override_args(p, " in every run")
-    p.add_argument("--dry-run", action="store_true", help="validate the sweep and list its runs; train nothing")
-
-    p = sub.add_parser("tune", help="Optuna hyperparameter search (objective: validation F1) over a YAML space")
-    add_config_args(p)
-    p.add_argument("--trials", type=int, required=True, help="total finished trials the study should reach")
-    p.add_argument("--space", help="search-space YAML (default: the built-in space, see sweeps/tune-space.yaml)")
-    p.add_argument("--out", help="tune folder (default: runs/tune/<config name>)")
-    p.add_argument(
-        "--storage",
-        help="Optuna RDB URL shared by all workers (default: sqlite:///OUT/study.db), e.g. postgresql://...",
-    )
-    p.add_argument("--study-name", help="study name in the storage (default: the config's name)")
-    p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
+from sentiment_lab.cli import command
+from sentiment_lab.sweep import markdown_tables, run_sweep
+from sentiment_lab.tables import format_table
+from sentiment_lab.tune import tune
 
 
 @command("sweep")
 def _sweep(args: argparse.Namespace) -> int:
-    from sentiment_lab.sweep import markdown_tables, run_sweep
-
     try:
         index = run_sweep(args.sweep_file, args.out, args.quick, args.overrides, args.data, dry_run=args.dry_run)
     except KeyboardInterrupt:
@@ -55,8 +34,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 @command("tune")
 def _tune(args: argparse.Namespace) -> int:
-    from sentiment_lab.tune import tune
-
     try:
         summary = tune(
             args.config,

@@ -1,1 +1,2 @@
-"""`sentiment-lab serve`: the REST API (app.py), dynamic micro-batching (batching.py) and the web page (static/)."""
+"""`sentiment-lab serve`: the FastAPI app (app.py) with its routes, schemas, middleware and metrics, dynamic
+micro-batching (batching.py), explanations (explainer.py), the web page (page.py, static/) and uvicorn (run.py)."""

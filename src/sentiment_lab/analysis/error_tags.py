@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from vaderSentiment.vaderSentiment import NEGATE, SentimentIntensityAnalyzer
+
+from sentiment_lab.baselines import tfidf_pipeline
 
 TAGS = ("negation", "contrast", "short", "long_truncated", "mixed", "low_margin")
 TAG_LABELS = {
@@ -46,16 +49,12 @@ _BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 @lru_cache(maxsize=1)
 def sentiment_lexicon() -> dict[str, float]:
     """The VADER lexicon: word -> valence in [-4, 4] (read from the vaderSentiment wheel, no download)."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     return dict(SentimentIntensityAnalyzer().lexicon)
 
 
 @lru_cache(maxsize=1)
 def negators() -> frozenset[str]:
     """Negation words: VADER's list (minus `despite`, which is a contrast) plus a few common ones."""
-    from vaderSentiment.vaderSentiment import NEGATE
-
     return frozenset((set(NEGATE) | _EXTRA_NEGATORS) - {"despite"})
 
 
@@ -131,7 +130,7 @@ def tag_reviews(
 
 def tag_error_table(tags: pd.DataFrame, correct: Any) -> list[dict[str, Any]]:
     """Per tag: reviews and errors with it, error rate with and without it, lift over the overall rate, Fisher p."""
-    from scipy.stats import fisher_exact
+    from scipy.stats import fisher_exact  # lazy: scipy.stats takes about a second to import
 
     wrong = ~np.asarray(correct, dtype=bool)
     n, n_err = len(wrong), int(wrong.sum())
@@ -207,10 +206,9 @@ def confident_errors(
 
 def cross_validated_probs(texts: Sequence[str], labels: Any, folds: int = 5, seed: int = 42) -> np.ndarray:
     """Out-of-fold (n, 2) probabilities of the TF-IDF + logistic regression baseline (each review unseen by its fit)."""
+    # lazy: scikit-learn is heavy to import and only the label-noise section needs it
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
-
-    from sentiment_lab.baselines import tfidf_pipeline
 
     y = np.asarray(labels, dtype=int)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -225,7 +223,7 @@ def label_issues(texts: Sequence[str], labels: Any, folds: int = 5, seed: int = 
 
     Returns the number cleanlab flags, the estimated noise rate and the `limit` most likely issues.
     """
-    from cleanlab.filter import find_label_issues
+    from cleanlab.filter import find_label_issues  # lazy: heavy, and only the label-noise section needs it
 
     y = np.asarray(labels, dtype=int)
     probs = cross_validated_probs(texts, y, folds, seed)

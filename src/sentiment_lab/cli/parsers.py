@@ -1,0 +1,269 @@
+"""The argument parsers of every command, kept apart from the commands themselves.
+
+Parsing needs no library: `sentiment-lab --help`, a sub-command's --help and argument mistakes answer at once
+(0.1 s), while the module that runs a command (core, deploy, experiments, analysis, serve) imports the library,
+torch and transformers (about 7 s) only when that command runs. `SECTION_OF` says which module runs each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import get_args
+
+from sentiment_lab.precision import PRECISIONS
+from sentiment_lab.predictor_options import Backend, LongTextMode
+
+BACKENDS = get_args(Backend)
+LONG_TEXT_MODES = get_args(LongTextMode)
+SECTION_OF: dict[str, str] = {}  # command -> the cli module whose @command function runs it
+
+
+def add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
+    else:
+        p.add_argument("config", nargs="?", help="experiment YAML (default: built-in defaults, IMDb)")
+    add_override_args(p)
+
+
+def add_override_args(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """--set KEY=VALUE (repeatable) and --data PATH; scope words the help (e.g. "in every run")."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value{scope}, e.g. --set training.learning_rate=3e-5 (repeatable)",
+    )
+    p.add_argument("--data", help="data folder or file (replaces data.path; e.g. ../shared/data/imdb)")
+
+
+def add_allow_pickle_arg(p: argparse.ArgumentParser) -> None:
+    """--allow-pickle for commands that load a model folder."""
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load .bin pickle weights when the folder has no safetensors (pickles can run code: trusted sources only)",
+    )
+
+
+def add_precision_arg(p: argparse.ArgumentParser, default: str | None = "auto", what: str = "torch backend") -> None:
+    """--precision, with the values of `sentiment_lab.precision`."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help=f"{what} compute precision (auto: bf16 where the hardware has it natively, fp16 on older CUDA GPUs, "
+        "else fp32)",
+    )
+
+
+def add_predictor_args(p: argparse.ArgumentParser) -> None:
+    """How `predict` and `serve` load and run a model: the fields of PredictorOptions, one flag each.
+
+    Each flag's dest is its field's name and its default None (the field's own default applies), so
+    `common.predictor_options` maps the parsed flags without a list of its own.
+    """
+    p.add_argument("--backend", choices=BACKENDS, help="runtime: torch (default) or onnx (needs `export`)")
+    p.add_argument(
+        "--int8", dest="quantized", action="store_true", help="with --backend onnx: the INT8 model (model.int8.onnx)"
+    )
+    p.add_argument("--batch-size", type=int, help="texts per forward pass (default 32)")
+    p.add_argument(
+        "--long-text",
+        choices=LONG_TEXT_MODES,
+        help="truncate as in training (default), or average the logits of overlapping windows over the whole review",
+    )
+    p.add_argument("--stride", type=int, help="chunk mode: tokens shared by neighbouring windows (default: 1/4)")
+    p.add_argument(
+        "--review-threshold",
+        type=float,
+        help="needs_review below this confidence (default: the model's calibrated threshold, else 0.70)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch backend: torch.compile with frozen weights (faster single reviews; tens of seconds at start)",
+    )
+    p.add_argument("--device", help="torch backend device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    add_allow_pickle_arg(p)
+    add_precision_arg(p, default=None, what="torch backend (default auto)")
+
+
+def add_core_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register train, evaluate, baseline and data."""
+    p = sub.add_parser("train", help="fine-tune a model from a YAML config, then evaluate it on the test set")
+    add_config_args(p)
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model or run folder on the test set")
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    add_config_args(p, config_required=False)
+    p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
+    p.add_argument("--batch-size", type=int, default=64)
+    add_precision_arg(p, default=None, what="evaluation (default: the run's training.precision, else auto)")
+    add_allow_pickle_arg(p)
+
+    p = sub.add_parser("baseline", help="majority-class and TF-IDF + logistic regression baselines")
+    add_config_args(p, config_required=False)
+    p.add_argument("--out", help="run folder (default: runs/<config name>-baseline)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+
+    p = sub.add_parser("data", help="dataset utilities")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    s = data_sub.add_parser("stats", help="counts, words and tokens per review, share truncated")
+    add_config_args(s, config_required=False)
+    s.add_argument("--no-tokens", action="store_true", help="skip token counts (no tokenizer needed)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register predict, export and bench."""
+    p = sub.add_parser(
+        "predict",
+        help="label texts, or a CSV/JSONL/Parquet file, with a saved model",
+        description="Label review texts given as arguments (prints a table), or stream a whole file with "
+        "--input/--output. Rows with empty or non-text values are skipped and counted.",
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts to label")
+    p.add_argument("--input", help="CSV, JSONL or Parquet file to label (needs --output)")
+    p.add_argument("--output", help="predictions file (.csv, .jsonl or .parquet), written atomically")
+    p.add_argument("--text-column", default="text", help="column (or JSON key) holding the review text")
+    p.add_argument("--chunk-rows", type=int, default=1024, help="rows read and predicted at a time")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_predictor_args(p)
+
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX (and INT8), checked for parity with torch",
+        description="Write MODEL_DIR/onnx/model.onnx (and model.int8.onnx) and parity.json. The export is kept "
+        "only if, on N held-out reviews, ONNX fp32 logits match torch within --atol and INT8 labels agree "
+        "with torch on at least --min-agreement of them.",
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("--onnx", action="store_true", help="export to ONNX (the only format so far)")
+    p.add_argument("--quantize", choices=("int8",), help="also write a dynamically quantized INT8 model")
+    p.add_argument("--n", type=int, default=200, help="held-out reviews of the parity check")
+    p.add_argument("--data", help="IMDb folder for the held-out reviews (default: IMDB_DIR; else a built-in list)")
+    p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |ONNX - torch| logit difference")
+    p.add_argument("--min-agreement", type=float, default=0.99, help="smallest accepted INT8 label agreement")
+    p.add_argument(
+        "--per-tensor", action="store_true", help="INT8 with one scale per weight tensor (default: per channel)"
+    )
+
+    p = sub.add_parser(
+        "bench",
+        help="throughput and latency of each backend on IMDb test reviews, with accuracy",
+        description="Reviews/s at --batch-size and batch-1 latency p50/p95/p99 for torch fp32, onnx fp32 and "
+        "onnx int8 (when exported), and accuracy on the same reviews. Writes a JSON file.",
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("--n", type=int, default=256, help="IMDb test reviews for throughput and accuracy")
+    p.add_argument("--latency-n", type=int, default=100, help="single-review calls timed for latency")
+    p.add_argument("--batch-size", type=int, help="texts per forward pass (default 32)")
+    p.add_argument(
+        "--backends", help="comma-separated subset of torch,torch-bf16,onnx,onnx-int8 (default: all available)"
+    )
+    p.add_argument("--long-text", choices=LONG_TEXT_MODES, help="truncate (default) or chunk")
+    p.add_argument("--data", help="IMDb folder (default: IMDB_DIR)")
+    p.add_argument("--out", help="JSON results file (default: RUN_DIR/bench.json, or MODEL_DIR/bench.json)")
+    p.add_argument("--threads", type=int, help="intra-op threads for every backend (default: torch's count)")
+
+
+def add_experiments_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register sweep and tune."""
+    p = sub.add_parser("sweep", help="train every variant x seed of a sweep file (skips finished runs, resumes others)")
+    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file, e.g. sweeps/ablation-lr.yaml")
+    p.add_argument("--quick", action="store_true", help="use the file's quick mode (MiniLM, small subsets, CPU)")
+    p.add_argument("--out", help="sweep folder (default: runs/sweeps/<name>[-quick])")
+    add_override_args(p, " in every run")
+    p.add_argument("--dry-run", action="store_true", help="validate the sweep and list its runs; train nothing")
+
+    p = sub.add_parser("tune", help="Optuna hyperparameter search (objective: validation F1) over a YAML space")
+    add_config_args(p)
+    p.add_argument("--trials", type=int, required=True, help="total finished trials the study should reach")
+    p.add_argument("--space", help="search-space YAML (default: the built-in space, see sweeps/tune-space.yaml)")
+    p.add_argument("--out", help="tune folder (default: runs/tune/<config name>)")
+    p.add_argument(
+        "--storage",
+        help="Optuna RDB URL shared by all workers (default: sqlite:///OUT/study.db), e.g. postgresql://...",
+    )
+    p.add_argument("--study-name", help="study name in the storage (default: the config's name)")
+    p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
+
+
+def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register report, explain and compare."""
+    p = sub.add_parser("report", help="HTML study report of a run: data, training, metrics, calibration, errors")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--explanations", type=int, default=6, help="reviews explained with integrated gradients (0: none)")
+    p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps per review")
+    p.add_argument("--target-accuracy", type=float, default=0.97, help="accuracy the abstention threshold must reach")
+    p.add_argument(
+        "--no-store",
+        action="store_true",
+        help="do not write temperature/threshold into RUN_DIR/model/sentiment_lab.json",
+    )
+    p.add_argument("--no-label-noise", action="store_true", help="skip confident learning on the train split")
+
+    p = sub.add_parser("explain", help="token attributions and [CLS] attention for texts (HTML + PNG)")
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--out", default="explanations", help="output folder (default: ./explanations)")
+    p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps")
+
+    p = sub.add_parser("compare", help="compare runs on the same test set: CIs, McNemar, paired bootstrap")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="output folder (default: <parent of the first run>/comparison)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+
+
+def add_serve_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register serve."""
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: REST API, web page, Prometheus metrics",
+        description="Serve MODEL_DIR with FastAPI + uvicorn: POST /v1/predict, POST /v1/explain, GET /v1/model, "
+        "/healthz, /readyz, /metrics, API docs at /docs and a web page at /. Concurrent requests are batched "
+        "into one forward pass. Stop with Ctrl+C or SIGTERM: requests in flight finish first.",
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
+    p.add_argument(
+        "--api-key",
+        help="require this key on /v1/* (X-API-Key or Authorization: Bearer); prefer the SENTIMENT_LAB_API_KEY "
+        "environment variable, which other users cannot read from the process list",
+    )
+    p.add_argument(
+        "--allow-public", action="store_true", help="allow a non-loopback --host without an API key (open to all)"
+    )
+    add_predictor_args(p)
+    p.add_argument("--no-explain", action="store_true", help="disable POST /v1/explain and the page's highlights")
+    g = p.add_argument_group("batching and limits")
+    g.add_argument("--max-batch-size", type=int, help="texts per micro-batch (default 32)")
+    g.add_argument("--max-wait-ms", type=float, help="how long a micro-batch waits for more requests (default 5)")
+    g.add_argument("--max-queue", type=int, help="texts waiting at once; beyond it 503 + Retry-After (default 1024)")
+    g.add_argument("--timeout", dest="request_timeout_s", type=float, help="per-request timeout, s (default 30)")
+    g.add_argument("--max-body-bytes", type=int, help="request body limit, 413 beyond it (default 1048576)")
+    g.add_argument("--max-texts", type=int, help="texts per request, 422 beyond it (default 64)")
+    g.add_argument("--max-chars", type=int, help="characters per text, 422 beyond it (default 20000)")
+    g.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
+    g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def add_all_parsers(sub: argparse._SubParsersAction) -> None:
+    """Every command's parser, and SECTION_OF filled in from the names each section registered."""
+    for section, add in (
+        ("core", add_core_parsers),
+        ("deploy", add_deploy_parsers),
+        ("experiments", add_experiments_parsers),
+        ("analysis", add_analysis_parsers),
+        ("serve", add_serve_parsers),
+    ):
+        before = set(sub.choices)
+        add(sub)
+        SECTION_OF.update(dict.fromkeys(set(sub.choices) - before, section))

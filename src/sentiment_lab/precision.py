@@ -1,0 +1,113 @@
+"""Numeric precision: one list of names, one map to dtypes, one decision that knows the device it is made for.
+
+Training (the Trainer's autocast), test scoring (`runners.score_split`, used by `train` and `evaluate`), the
+Predictor (weights cast to the dtype), export and the benchmarks all call `resolve`, so `precision: auto` means the
+same thing everywhere. Reduced precision is chosen only where the hardware computes it natively: on CUDA, bf16
+needs compute capability 8.0 (Ampere) or newer, since `torch.cuda.is_bf16_supported()` also answers True where
+bf16 is only emulated (a T4, compute 7.5), and fp16 is used there instead; on a CPU, bf16 needs AVX-512-bf16 or
+AMX (elsewhere it is emulated and slower than fp32) and fp16 is never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
+
+from sentiment_lab.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions: the names below are what configs and the CLI validate against, and the
+# CLI must parse arguments (and answer --help) without loading torch, which takes about 2 s.
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # precision name -> torch dtype name
+MIN_CUDA_BF16_CAPABILITY = (8, 0)
+
+
+def dtype_of(name: str) -> torch.dtype:
+    """The torch dtype of a precision name (fp32, bf16, fp16)."""
+    import torch  # lazy: see above
+
+    return getattr(torch, DTYPE_NAMES[name])
+
+
+@dataclass(frozen=True)
+class ResolvedPrecision:
+    """What a run actually computes in on one device.
+
+    mode: `full` (fp32), `native` (bf16/fp16 the hardware computes itself), or `fallback` (the request could not
+    be honoured on this device; `note` says what was used instead and why).
+    """
+
+    name: str
+    mode: str
+    device: str
+    note: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype of `name`."""
+        return dtype_of(self.name)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype for `torch.autocast`, or None for fp32 (no autocast)."""
+        return None if self.name == "fp32" else self.dtype
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX-512-bf16 or AMX: there bf16 autocast runs about 2x fp32; elsewhere it is emulated."""
+    import torch  # lazy: see above
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True on CUDA GPUs of compute capability 8.0 or newer (Ampere, Hopper, ...), which have bf16 tensor cores."""
+    import torch  # lazy: see above
+
+    return tuple(torch.cuda.get_device_capability(device)) >= MIN_CUDA_BF16_CAPABILITY
+
+
+def default_device() -> torch.device:
+    """The device a model runs on when none is named: the first CUDA GPU when there is one, else the CPU."""
+    import torch  # lazy: see above
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve(requested: str, device: str | torch.device | None = None, purpose: str = "running") -> ResolvedPrecision:
+    """The precision used for `requested` on `device` (default: `default_device()`).
+
+    `auto`: bf16 where the device computes it natively, else fp16 on CUDA, else fp32. An explicit bf16 or fp16 the
+    device lacks falls back (bf16 -> fp16 on an older CUDA GPU, anything -> fp32 on a CPU) with a `note` for the
+    user, worded with `purpose` ("training", "prediction", ...); the caller shows it where the user will look.
+    """
+    import torch  # lazy: see above
+
+    if requested not in PRECISIONS:
+        raise ConfigError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
+    dev = torch.device(device) if device is not None else default_device()
+    if dev.type == "cuda":
+        bf16 = cuda_has_native_bf16(dev)
+        native = {"fp32", "fp16", "bf16"} if bf16 else {"fp32", "fp16"}
+        best, substitute = ("bf16" if bf16 else "fp16"), "fp16"
+        lacking = "bf16 needs a GPU of compute capability 8.0 or newer (this one emulates it)"
+    elif dev.type == "cpu":
+        bf16 = cpu_has_native_bf16()
+        native = {"fp32", "bf16"} if bf16 else {"fp32"}
+        best, substitute = ("bf16" if bf16 else "fp32"), "fp32"
+        lacking = "fp16 needs a CUDA GPU" if requested == "fp16" else "bf16 needs a CPU with AVX-512-bf16 or AMX"
+    else:  # mps, xpu, ...: no knowledge of their hardware here; explicit requests are honoured as given
+        native, best, substitute, lacking = set(DTYPE_NAMES), "fp32", "fp32", ""
+    if requested == "auto":
+        name, mode, note = best, "full" if best == "fp32" else "native", None
+    elif requested in native:
+        name, mode, note = requested, "full" if requested == "fp32" else "native", None
+    else:
+        name, mode = substitute, "fallback"
+        note = f"{lacking}; {purpose} in {name} on {dev.type} instead of {requested}"
+    return ResolvedPrecision(name, mode, dev.type, note)

@@ -1,0 +1,212 @@
+"""The Predictor: raw review texts -> labels, from a saved model folder (or a run folder's model/).
+
+How it loads and runs a model is one `PredictorOptions` (predictor_options.py), built by the CLI, the server and
+the benchmarks and passed along unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import AutoConfig
+
+from sentiment_lab.errors import ConfigError, InputError, ModelError
+from sentiment_lab.metrics import softmax
+from sentiment_lab.modeling import ID2LABEL, load_classifier, load_tokenizer
+from sentiment_lab.precision import resolve as resolve_precision
+from sentiment_lab.predictor_options import PredictorOptions
+from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, locate_model
+from sentiment_lab.runners import (
+    Runner,
+    average_by_owner,
+    batched_logits,
+    compiled_runner,
+    default_stride,
+    encode_windows,
+    onnx_runner,
+    torch_runner,
+)
+from sentiment_lab.sidecar import TextSettings, read_sidecar
+from sentiment_lab.tokenization import token_budget
+
+log = logging.getLogger("sentiment_lab")
+
+
+def check_texts(texts: Any) -> list[str]:
+    """The texts as a list, or InputError naming the first unusable one (not a string, empty, whitespace)."""
+    if isinstance(texts, str):
+        raise InputError("predict() takes a list of texts, not one string; wrap it: predict([text])")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"text {i} is a {type(t).__name__}, not a string; give review texts as strings")
+        if not t.strip():
+            raise InputError(f"text {i} is empty or whitespace only; remove it or give the review's text")
+    return texts
+
+
+def label_order(config: Any, stored: list[str] | None = None) -> tuple[list[str], int]:
+    """Label names by class index and the index of the positive class (0=NEGATIVE, 1=POSITIVE unless named)."""
+    if config.num_labels != 2:
+        raise ModelError(f"the model has {config.num_labels} labels; sentiment-lab predicts binary sentiment (2)")
+    names = [s.upper() for s in stored] if stored else [str(config.id2label.get(i, "")).upper() for i in range(2)]
+    if sorted(names) == ["NEGATIVE", "POSITIVE"]:
+        return names, names.index("POSITIVE")
+    return [ID2LABEL[0], ID2LABEL[1]], 1  # generic LABEL_0/LABEL_1: the project's convention
+
+
+class Predictor:
+    """Predictions for raw review texts from a saved model folder (or run folder) with a torch or ONNX backend."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        options: PredictorOptions,
+        tokenizer: Any,
+        settings: TextSettings,
+        runner: Runner,
+        labels: list[str],
+        positive_index: int = 1,
+        temperature: float = 1.0,
+        review_threshold: float = 0.70,
+        onnx_file: Path | None = None,
+        model: Any = None,
+        precision: str = "fp32",
+    ) -> None:
+        self.model_dir = model_dir
+        self.options = options
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.runner = runner
+        self.labels = labels
+        self.positive_index = positive_index
+        self.temperature = temperature
+        self.review_threshold = review_threshold
+        self.onnx_file = onnx_file
+        self.model = model  # the torch module behind the torch backend (export traces it); None for ONNX
+        self.precision = precision  # what the torch backend computes in (fp32, bf16, fp16); onnx: fp32 or int8
+
+    @property
+    def backend(self) -> str:
+        return self.options.backend
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    @property
+    def long_text(self) -> str:
+        return self.options.long_text
+
+    @property
+    def stride(self) -> int | None:
+        return self.options.stride
+
+    @classmethod
+    def load(cls, model_dir: str | Path, options: PredictorOptions | None = None, **values: Any) -> Predictor:
+        """Load a model folder (or a run folder's model/) for prediction.
+
+        options: a PredictorOptions; or give its fields as keyword values (backend="onnx", precision="fp32", ...).
+        The backend `onnx` reads MODEL_DIR/onnx/model.onnx (model.int8.onnx with quantized=True), written by
+        `sentiment-lab export`. `precision` (torch backend) is resolved for the device the model runs on; weights
+        are cast to it rather than autocast, which re-casts every weight on every call (measured: batch-1 latency
+        halved on CPU; autocast gained nothing there). `compile` measured batch-1 p50 18.7 ms vs 22.1 ms eager
+        bf16 on a 2-core CPU (docs/performance.md) and needs a C++ compiler on CPU.
+        """
+        if options is not None and values:
+            raise ConfigError("give either a PredictorOptions or keyword options, not both")
+        opts = options or PredictorOptions.build(**values)
+        folder, _ = locate_model(model_dir)
+        tokenizer = load_tokenizer(str(folder))
+        sidecar = read_sidecar(folder, tokenizer)
+        budget = token_budget(tokenizer, sidecar.text.max_length)
+        if opts.stride is not None and not opts.stride < budget:
+            raise ConfigError(
+                f"stride must be between 0 and {budget - 1} tokens (the window holds {budget}), got {opts.stride}"
+            )
+        threshold = opts.review_threshold if opts.review_threshold is not None else sidecar.review_threshold()
+
+        onnx_file = model = None
+        if opts.backend == "onnx":
+            onnx_file = folder / ONNX_DIR / (ONNX_INT8_FILE if opts.quantized else ONNX_FILE)
+            if not onnx_file.is_file():
+                flag = " --quantize int8" if opts.quantized else ""
+                raise ModelError(
+                    f"no ONNX model at {onnx_file}; export it first: sentiment-lab export {model_dir} --onnx{flag}"
+                )
+            runner = onnx_runner(onnx_file, opts.threads)
+            config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+            precision = "int8" if opts.quantized else "fp32"
+        else:
+            model = load_classifier(folder, allow_pickle=opts.allow_pickle)
+            resolved = resolve_precision(opts.precision, opts.device, purpose="predicting")
+            if resolved.note:
+                log.warning("%s", resolved.note)
+            model.to(device=opts.device or resolved.device, dtype=resolved.dtype)
+            runner = compiled_runner(model, tokenizer) if opts.compile else torch_runner(model)
+            config = model.config
+            precision = resolved.name
+        labels, positive = label_order(config, sidecar.labels)
+        return cls(
+            folder,
+            opts,
+            tokenizer,
+            sidecar.text,
+            runner,
+            labels,
+            positive,
+            sidecar.temperature,
+            threshold,
+            onnx_file,
+            model,
+            precision,
+        )
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw logits (n, labels) in input order; in chunk mode the mean over each text's windows."""
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
+        window_logits = batched_logits(sequences, self.tokenizer, self.runner, self.batch_size)
+        if self.long_text == "truncate":
+            return window_logits
+        return average_by_owner(window_logits, owners, len(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One {label, score, prob_pos, needs_review} per text, in input order; empty texts raise InputError."""
+        logits = self.logits(texts)
+        probs = softmax(logits.astype(np.float64) / self.temperature)
+        top = probs.argmax(axis=-1)
+        score = probs.max(axis=-1)
+        return [
+            {
+                "label": self.labels[int(k)],
+                "score": float(s),
+                "prob_pos": float(p[self.positive_index]),
+                "needs_review": bool(s < self.review_threshold),
+            }
+            for k, s, p in zip(top, score, probs, strict=True)
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """What the predictor does: model folder, backend, truncation, temperature, review threshold, labels."""
+        return {
+            "model_dir": str(self.model_dir),
+            "backend": self.backend,
+            "precision": self.precision,
+            "onnx_file": self.onnx_file.name if self.onnx_file else None,
+            "max_length": self.settings.max_length,
+            "truncation": self.settings.truncation,
+            "long_text": self.long_text,
+            "stride": self.stride if self.stride is not None else default_stride(self.settings, self.tokenizer),
+            "temperature": self.temperature,
+            "review_threshold": self.review_threshold,
+            "labels": list(self.labels),
+            "batch_size": self.batch_size,
+            "compiled": self.options.compile,
+        }

@@ -1,0 +1,214 @@
+"""The inference engine: texts -> logits in length-sorted batches, truncation identical to training.
+
+A *runner* turns a padded batch of token ids into logits: `torch_runner` (a transformers classifier on any device,
+with optional autocast), `compiled_runner` (the same through torch.compile) and `onnx_runner` (ONNX Runtime).
+`compute_logits` and `score_split` are the torch path of `train` and `evaluate`; the `Predictor` (predictor.py)
+puts a runner behind `predict`, `serve` and `bench`. In `chunk` mode a long review becomes overlapping windows
+whose logits are averaged, so nothing of it is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from sentiment_lab.errors import ModelError
+from sentiment_lab.metrics import softmax
+from sentiment_lab.precision import ResolvedPrecision
+from sentiment_lab.sidecar import TextSettings
+from sentiment_lab.tokenization import encode_texts, preprocess_texts, special_token_frame, token_budget
+
+# (input_ids, attention_mask), both int64 (batch, seq) -> logits float32 (batch, labels)
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def chunk_windows(ids: list[int], budget: int, overlap: int) -> list[list[int]]:
+    """Evenly spaced windows of `budget` ids covering all of `ids`, consecutive ones sharing about `overlap` ids.
+
+    Every window is full length (unlike a fixed stride, which leaves a short last window weighing as much
+    as a full one in the average).
+    """
+    if len(ids) <= budget:
+        return [ids]
+    count = math.ceil((len(ids) - overlap) / (budget - overlap))
+    starts = np.linspace(0, len(ids) - budget, count).round().astype(int)
+    return [ids[s : s + budget] for s in starts]
+
+
+def encode_windows(
+    tokenizer: Any, texts: list[str], settings: TextSettings, long_text: str = "truncate", stride: int | None = None
+) -> tuple[list[list[int]], np.ndarray]:
+    """Model inputs (token ids with special tokens) and, for each, the index of the text it came from.
+
+    `truncate` gives one sequence per text, cut exactly as in training; `chunk` splits a text longer than
+    max_length into overlapping windows (`stride` ids shared by neighbours) and leaves shorter texts as they are.
+    """
+    if long_text == "truncate":
+        return encode_texts(tokenizer, texts, settings)["input_ids"], np.arange(len(texts))
+    texts = preprocess_texts(texts, settings)
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = token_budget(tokenizer, settings.max_length)
+    overlap = default_stride(settings, tokenizer) if stride is None else stride
+    sequences: list[list[int]] = []
+    owners: list[int] = []
+    for i, ids in enumerate(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]):
+        for window in chunk_windows(ids, budget, overlap):
+            sequences.append(prefix + window + suffix)
+            owners.append(i)
+    return sequences, np.asarray(owners, dtype=np.int64)
+
+
+def default_stride(settings: TextSettings, tokenizer: Any) -> int:
+    """Tokens shared by neighbouring windows in chunk mode: a quarter of the window."""
+    return token_budget(tokenizer, settings.max_length) // 4
+
+
+def batched_logits(
+    sequences: list[list[int]], tokenizer: Any, runner: Runner, batch_size: int, progress: bool = False
+) -> np.ndarray:
+    """Run sequences through `runner` in batches of similar length (little padding); logits in input order."""
+    order = np.argsort([len(ids) for ids in sequences], kind="stable")
+    out: np.ndarray | None = None
+    batches: Any = range(0, len(order), batch_size)
+    if progress:
+        batches = tqdm(batches, desc="predict", unit="batch")
+    for start in batches:
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad(
+            {"input_ids": [sequences[i] for i in idx], "attention_mask": [[1] * len(sequences[i]) for i in idx]},
+            return_tensors="np",
+        )
+        logits = runner(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
+        if out is None:
+            out = np.zeros((len(sequences), logits.shape[-1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 2), dtype=np.float32)
+
+
+def average_by_owner(logits: np.ndarray, owners: np.ndarray, n: int) -> np.ndarray:
+    """Mean logits of the windows of each text."""
+    sums = np.zeros((n, logits.shape[-1]), dtype=np.float64)
+    np.add.at(sums, owners, logits)
+    return (sums / np.bincount(owners, minlength=n)[:, None]).astype(np.float32)
+
+
+def torch_runner(model: Any, autocast_dtype: torch.dtype | None = None) -> Runner:
+    """A runner for a transformers classifier on whatever device it sits."""
+    device = next(model.parameters()).device
+    model.eval()
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            out = model(
+                input_ids=torch.from_numpy(input_ids).to(device),
+                attention_mask=torch.from_numpy(attention_mask).to(device),
+            )
+        return out.logits.float().cpu().numpy()
+
+    return run
+
+
+def compiled_runner(model: Any, tokenizer: Any) -> Runner:
+    """A torch runner through torch.compile, compiled now for batch 1 and batch > 1 (torch specialises on 1).
+
+    Inductor with `freezing` folds the (inference-only) weights into the graph and pre-packs them for oneDNN;
+    dynamic shapes keep one graph for every review length.
+    """
+    runner = torch_runner(torch.compile(model, dynamic=True, options={"freezing": True}))
+    ids = tokenizer("compile warm-up")["input_ids"]
+    try:
+        for n in (1, 2):
+            runner(np.array([ids] * n, dtype=np.int64), np.ones((n, len(ids)), dtype=np.int64))
+    except Exception as exc:  # a missing C++ compiler, an unsupported op: the eager model still works
+        raise ModelError(
+            f"torch.compile failed on this machine ({type(exc).__name__}: {str(exc)[:300]}); run without --compile"
+        ) from None
+    return runner
+
+
+def onnx_runner(path: str | Path, threads: int | None = None, spin: bool = True) -> Runner:
+    """A runner for an exported ONNX classifier on ONNX Runtime's CPU provider.
+
+    spin=False stops ONNX Runtime's threads from busy-waiting after each call, which otherwise takes the cores
+    from whatever runs next in the process (a benchmark timing other backends in turn, for one).
+    """
+    import onnxruntime as ort  # heavy (about 0.5 s) and needed only for the ONNX backend
+
+    options = ort.SessionOptions()
+    # Same thread count as torch by default, so backends compare like for like.
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in names:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        return session.run(None, feed)[0].astype(np.float32)
+
+    return run
+
+
+def compute_logits(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    settings: TextSettings,
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Logits (n, labels) in input order; batches are sorted by length so little padding is computed."""
+    sequences, _ = encode_windows(tokenizer, texts, settings)
+    return batched_logits(sequences, tokenizer, torch_runner(model, autocast_dtype), batch_size, progress)
+
+
+def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
+    """id, text, label, pred, prob_pos and the raw logits for every review of a split."""
+    probs = softmax(logits)
+    return pd.DataFrame(
+        {
+            "id": df["id"].to_numpy(),
+            "text": df["text"].to_numpy(),
+            "label": df["label"].to_numpy(),
+            "pred": logits.argmax(axis=-1),
+            "prob_pos": probs[:, 1],
+            "logit_neg": logits[:, 0],
+            "logit_pos": logits[:, 1],
+        }
+    )
+
+
+def score_split(
+    model: Any,
+    tokenizer: Any,
+    df: pd.DataFrame,
+    settings: TextSettings,
+    precision: ResolvedPrecision,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, np.ndarray, float]:
+    """Predictions of a labelled split: (predictions frame, logits, seconds). The one scoring path of `train`
+    (validation and test after training) and `evaluate`, so both give the same numbers for the same model:
+    fp32 weights under autocast to the resolved precision."""
+    start = time.perf_counter()
+    logits = compute_logits(
+        model, tokenizer, df["text"].tolist(), settings, batch_size, precision.autocast_dtype, progress
+    )
+    return predictions_frame(df, logits), logits, time.perf_counter() - start
