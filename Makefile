@@ -9,7 +9,7 @@ IMDB_DIR ?= $(if $(wildcard ../shared/data/imdb/train.parquet),$(abspath ../shar
 export IMDB_DIR
 RUN_DIR ?= runs/quickstart
 
-.PHONY: setup setup-dev demo test test-fast lint format bench clean
+.PHONY: setup setup-dev demo test test-fast lint format bench gpu-check clean
 
 # torch first: `pip install torch==2.13.0` takes the local CPU wheel; any other torch request would pull
 # gigabytes of CUDA packages. With 2.13.0 present, the package's `torch>=2.2` installs nothing more.
@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 
 # Test and lint tools (pytest, ruff, Playwright, schemathesis) only where tests run: `make demo` skips them.
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ray,mlflow]"
 	touch $@
 
 setup: $(BIN)/.installed
@@ -58,6 +58,12 @@ bench: setup
 		--out benchmarks/results/train_throughput.quick.json
 	$(BIN)/python benchmarks/inference_throughput.py $(RUN_DIR)/model --samples 200 --latency-n 30 \
 		--out benchmarks/results/inference_throughput.quick.json
+
+# On a CUDA machine: fp16 training with early stopping and best-checkpoint restore (a tiny DistilBERT),
+# precision auto, the benchmarks' CUDA paths and the Predictor on the GPU, in under 5 minutes, into gpu_check.json.
+# Without CUDA it says so and exits 0.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --out gpu_check.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

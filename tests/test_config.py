@@ -195,3 +195,201 @@ def test_presets_state_only_what_differs(path, tmp_path):
         if config_to_dict(load_config(trial)) == resolved:
             restated.append(".".join(leaf))
     assert not restated, f"{path} restates values it already gets (default or base): {restated}; remove those lines"
+
+
+def test_split_options_validate_and_round_trip():
+    cfg = build_config({"data": {"split": "pooled", "pooled_fractions": [0.7, 0.15, 0.15]}})
+    assert cfg.data.pooled_fractions == (0.7, 0.15, 0.15)
+    assert build_config(config_to_dict(cfg)) == cfg  # a run's resolved config.yaml (every key written) loads again
+    assert build_config({"data": {"val_fraction": 0}}).data.val_fraction == 0.0  # no validation split
+    assert not build_config({"data": {"val_fraction": 0}}).data.has_validation_split
+    assert not build_config({"data": {"split": "pooled", "pooled_fractions": [0.9, 0, 0.1]}}).data.has_validation_split
+    assert cfg.data.has_validation_split and build_config({}).data.has_validation_split
+    with pytest.raises(ConfigError, match=r"data.val_fraction"):
+        build_config({"data": {"val_fraction": 1.0}})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"split": "pooled", "pooled_fractions": [0.8, 0.1, 0.2]}, r"summing to 1"),
+        ({"split": "pooled", "pooled_fractions": [0.9, 0.1, 0.0]}, r"train and test above 0"),
+        ({"split": "pooled", "pooled_fractions": [1.1, -0.05, -0.05]}, r"validation 0 or more"),
+        ({"split": "pooled", "pooled_fractions": [0.8, 0.2]}, r"data.pooled_fractions"),
+        ({"split": "pooled", "val_fraction": 0.1}, r"with split: pooled the validation share is pooled_fractions\[1\]"),
+        ({"pooled_fractions": [0.6, 0.2, 0.2]}, r"pooled_fractions applies to split: pooled only"),
+        ({"split": "random"}, r"data.split"),
+    ],
+)
+def test_bad_split_options_are_named(data, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config({"data": data})
+
+
+SEED_DIR = REPO / "configs" / "seed"
+# What each seed config must hold: the published recipe (and, where the study is silent, the documented assumption).
+SEED_RECIPES = {
+    "distilbert-config1.yaml": (
+        "93.04%",
+        {
+            "model.name": "distilbert",
+            "training.learning_rate": 2e-5,
+            "training.batch_size": 16,
+            "training.epochs": 3,
+            "training.weight_decay": 0.01,
+            "training.warmup_steps": 500,
+            "training.precision": "fp16",
+            "tokenization.max_length": 512,
+            "tokenization.padding": "max_length",
+            "training.eval_strategy": "steps",
+            "training.eval_steps": 500,
+            "training.early_stopping_patience": 3,
+            "data.val_fraction": 0.2,
+        },
+    ),
+    "distilbert-config2.yaml": (
+        "92.88%",
+        {
+            "model.name": "distilbert",
+            "training.learning_rate": 5e-5,
+            "training.batch_size": 16,
+            "training.epochs": 3,
+            "training.weight_decay": 0.01,
+        },
+    ),
+    "distilbert-config3.yaml": (
+        "92.96%",
+        {
+            "model.name": "distilbert",
+            "training.learning_rate": 3e-5,
+            "training.batch_size": 8,
+            "training.epochs": 4,
+            "training.weight_decay": 0.02,
+        },
+    ),
+    "distilbert-pooled.yaml": (
+        "~92%",
+        {
+            "model.name": "distilbert",
+            "data.split": "pooled",
+            "data.pooled_fractions": (0.8, 0.1, 0.1),
+            "data.lowercase": True,
+            "tokenization.max_length": 256,
+            "training.epochs": 2,
+            "training.learning_rate": 2e-5,
+            "training.warmup_steps": 0,
+        },
+    ),
+    "distilbert-llrd.yaml": (
+        "92.72%",
+        {
+            "model.name": "distilbert",
+            "data.val_fraction": 0.25,
+            "model.llrd": 0.95,
+            "model.dropout": 0.3,
+            "training.epochs": 3,
+            "training.eval_strategy": "epoch",
+            "training.early_stopping_patience": None,
+            "tokenization.max_length": 512,
+        },
+    ),
+    "bert-base-batch8.yaml": (
+        "90.5%",
+        {
+            "model.name": "bert-base",
+            "training.batch_size": 8,
+            "training.epochs": 3,
+            "training.precision": "fp16",
+            "training.learning_rate": 2e-5,
+            "tokenization.max_length": 512,
+            "training.warmup_steps": 0,
+        },
+    ),
+    "bert-base.yaml": (
+        "94.2%",
+        {
+            "model.name": "bert-base",
+            "data.val_fraction": 0.0,
+            "training.epochs": 4,
+            "training.learning_rate": 2e-5,
+            "training.batch_size": 16,
+            "training.warmup_steps": 500,
+            "training.precision": "fp16",
+            "tokenization.max_length": 512,
+            "tokenization.padding": "max_length",
+            "training.early_stopping_patience": None,
+        },
+    ),
+}
+
+
+def _get(cfg: object, dotted: str) -> object:
+    for key in dotted.split("."):
+        cfg = getattr(cfg, key)
+    return cfg
+
+
+def test_every_seed_config_has_a_recipe_check():
+    assert sorted(p.name for p in SEED_DIR.glob("*.yaml")) == sorted(SEED_RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_RECIPES))
+def test_seed_configs_hold_the_published_recipe(name):
+    published, recipe = SEED_RECIPES[name]
+    cfg = load_config(SEED_DIR / name)
+    # What every seed did: random (not length-grouped) batches, eval batch 32, a log line every 100 steps.
+    common = {"training.group_by_length": False, "training.eval_batch_size": 32, "training.logging_steps": 100}
+    for key, value in {**common, **recipe}.items():
+        assert _get(cfg, key) == value, f"{name}: {key} is {_get(cfg, key)!r}, the seed's recipe has {value!r}"
+    header = "".join(line for line in (SEED_DIR / name).read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert f"Published: {published} test accuracy" in header
+    if name in ("distilbert-pooled.yaml", "distilbert-llrd.yaml", "bert-base-batch8.yaml", "bert-base.yaml"):
+        assert "Assumed (not stated by the study" in header  # values the study does not give are said to be assumed
+
+
+def test_readme_lists_every_seed_config_with_its_published_number():
+    table = (REPO / "README.md").read_text().split("## Configs", 1)[1].split("\n\n", 2)[1].splitlines()
+    for name, (published, _) in SEED_RECIPES.items():
+        stem = name.removesuffix(".yaml")
+        shown = "distilbert-config{1,2,3}" if stem.startswith("distilbert-config") else stem  # one row for three
+        rows = [row for row in table if f"`configs/seed/{shown}.yaml`" in row]
+        assert len(rows) == 1, f"README's config table needs one row for configs/seed/{shown}.yaml"
+        assert published.strip("~%") in rows[0], f"README's row for {name} lacks its published number {published}"
+
+
+def test_label_fields_validate_and_round_trip():
+    cfg = build_config({"data": {"label_names": ["negative", "neutral", "positive"], "ordinal": True}})
+    # IMDb's binary default map would send `positive` to 1: with three names the names alone map the strings
+    assert cfg.data.label_map == {} and cfg.data.num_labels is None
+    assert build_config(config_to_dict(cfg)) == cfg
+    binary = build_config({"data": {"label_names": ["negative", "positive"]}})
+    assert binary.data.label_map == build_config({}).data.label_map  # agrees with the names: kept
+    own = build_config({"data": {"label_names": ["bad", "ok", "good"], "label_map": {"meh": 1}}})
+    assert own.data.label_map == {"meh": 1}
+    assert build_config({"training": {"class_weights": [1, 2.5]}}).training.class_weights == [1.0, 2.5]
+    assert build_config({"training": {"class_weights": "balanced"}}).training.class_weights == "balanced"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"data": {"label_map": {"Pos": 1, "pos": 1}}},
+            r"label_map has keys that differ only in case \('Pos' and 'pos'\)",
+        ),
+        (
+            {"data": {"label_names": ["a", "b"], "label_map": {"x": 2}}},
+            r"values must be class ids 0..1, got \{'x': 2\}",
+        ),
+        ({"data": {"label_map": {"x": -1}}}, r"values must be class ids 0 or more"),
+        ({"data": {"label_names": ["a", "A"]}}, r"must be distinct"),
+        ({"data": {"label_names": ["a", "b"], "num_labels": 3}}, r"num_labels is 3 but label_names lists 2 classes"),
+        ({"data": {"label_names": ["neg", "pos"], "label_map": {"pos": 0}}}, r"contradicts label_names"),
+        ({"training": {"class_weights": "bal"}}, r"class_weights must be none, balanced, or a list"),
+        ({"training": {"class_weights": [1, 0]}}, r"class_weights must be none, balanced, or a list"),
+    ],
+)
+def test_label_field_mistakes_are_one_problem(raw, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build_config(raw)
+    assert str(info.value).count("\n") == 1  # the header and one problem line

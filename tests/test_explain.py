@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,17 @@ def test_baseline_is_the_most_neutral_filler(tiny: tuple) -> None:
             probs[tok] = float(torch.softmax(model(input_ids=row).logits[0], -1)[1])
     assert e.baseline_token == min(probs, key=lambda k: abs(probs[k] - 0.5))
     assert e.baseline_prob_pos == pytest.approx(probs[e.baseline_token], abs=1e-5)
+
+
+def test_explain_command_takes_a_target_class(
+    explain_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from sentiment_lab.cli import main
+
+    out = tmp_path / "exp"
+    assert main(["explain", str(explain_model_dir), "a wonderful film", "--out", str(out), "--target", "NEGATIVE"]) == 0
+    saved = json.loads((out / "explanation.json").read_text())
+    assert saved["explanations"][0]["target_name"].upper() == "NEGATIVE"
+    assert main(["explain", str(explain_model_dir), "a wonderful film", "--out", str(out), "--target", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "class 3 is not one of this model's 2 classes" in err

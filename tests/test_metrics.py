@@ -25,3 +25,53 @@ def test_degenerate_predictions_do_not_crash():
     m = classification_metrics([0, 1, 1], [0, 0, 0])
     assert m["f1"] == 0.0 and m["precision"] == 0.0
     assert m["confusion_matrix"] == [[1, 0], [2, 0]]
+
+
+def test_binary_keys_are_todays_plus_weighted_f1():
+    m = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0])
+    assert set(m) == {
+        "n",
+        "accuracy",
+        "f1",
+        "precision",
+        "recall",
+        "f1_macro",
+        "precision_macro",
+        "recall_macro",
+        "f1_weighted",
+        "per_class",
+        "confusion_matrix",
+    }
+    assert list(m["per_class"]) == ["negative", "positive"]
+    assert classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], ["negative", "positive"]) == m
+
+
+def test_three_classes_hand_computed():
+    # true 0: predicted 0,0,1 | true 1: 1,2 | true 2: 2,2,2,0
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    preds = [0, 0, 1, 1, 2, 2, 2, 2, 0]
+    m = classification_metrics(labels, preds, ["neg", "neu", "pos"])
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [1, 0, 3]]
+    p = {"neg": 2 / 3, "neu": 1 / 2, "pos": 3 / 4}
+    r = {"neg": 2 / 3, "neu": 1 / 2, "pos": 3 / 4}
+    f1 = {k: 2 * p[k] * r[k] / (p[k] + r[k]) for k in p}
+    assert m["accuracy"] == pytest.approx(6 / 9)
+    assert m["f1"] == m["f1_macro"] == pytest.approx(sum(f1.values()) / 3)  # K > 2: F1 is the macro F1
+    assert m["precision"] == m["precision_macro"] == pytest.approx(sum(p.values()) / 3)
+    assert m["f1_weighted"] == pytest.approx((3 * f1["neg"] + 2 * f1["neu"] + 4 * f1["pos"]) / 9)
+    assert m["per_class"]["neu"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert "mae" not in m
+
+
+def test_ordinal_mae_and_within_one():
+    labels = [0, 1, 2, 3, 4, 4]
+    preds = [0, 3, 2, 2, 0, 4]  # off by 0, 2, 0, 1, 4, 0
+    m = classification_metrics(labels, preds, [f"{i} stars" for i in range(1, 6)], ordinal=True)
+    assert m["mae"] == pytest.approx(7 / 6)
+    assert m["within_one"] == pytest.approx(4 / 6)
+    assert len(m["confusion_matrix"]) == 5 and m["per_class"]["5 stars"]["support"] == 2
+
+
+def test_a_class_never_seen_still_has_its_row():
+    m = classification_metrics([0, 0, 1], [0, 1, 1], ["a", "b", "c"])
+    assert m["confusion_matrix"][2] == [0, 0, 0] and m["per_class"]["c"]["support"] == 0

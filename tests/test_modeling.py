@@ -3,9 +3,12 @@ import shutil
 
 import pytest
 
+from conftest import ARCHITECTURES, build_tiny_model_dir, tiny_classifier_config
 from sentiment_lab.config import ModelConfig
 from sentiment_lab.errors import ModelError
 from sentiment_lab.modeling import (
+    apply_freezing,
+    architecture_names,
     build_model,
     count_parameters,
     encoder_layers,
@@ -68,13 +71,71 @@ def test_llrd_groups(tiny_model_dir):
     wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     layers = encoder_layers(model)
     assert lr_of[id(model.classifier.weight)] == pytest.approx(1e-3)
-    assert lr_of[id(layers[1].output.dense.weight)] == pytest.approx(1e-3 * 0.5)
-    assert lr_of[id(layers[0].output.dense.weight)] == pytest.approx(1e-3 * 0.25)
-    assert lr_of[id(model.base_model.embeddings.word_embeddings.weight)] == pytest.approx(1e-3 * 0.125)
+    assert lr_of[id(layers[1].output.dense.weight)] == pytest.approx(1e-3)  # the top layer at the base rate
+    assert lr_of[id(layers[0].output.dense.weight)] == pytest.approx(1e-3 * 0.5)
+    assert lr_of[id(model.base_model.embeddings.word_embeddings.weight)] == pytest.approx(1e-3 * 0.25)
     assert wd_of[id(layers[0].output.dense.bias)] == 0.0
     assert wd_of[id(layers[0].output.LayerNorm.weight)] == 0.0
     assert wd_of[id(layers[0].output.dense.weight)] == 0.01
     assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+
+
+# Where each architecture keeps its blocks and its head (everything outside the embeddings and the blocks).
+LAYER_PATHS = {
+    "bert": "bert.encoder.layer",
+    "distilbert": "distilbert.transformer.layer",
+    "roberta": "roberta.encoder.layer",
+}
+HEADS = {
+    "bert": {"bert.pooler.dense", "classifier"},
+    "distilbert": {"pre_classifier", "classifier"},
+    "roberta": {"classifier.dense", "classifier.out_proj"},
+}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_llrd_puts_the_top_layer_at_the_base_rate(arch):
+    """Seed 002's recipe on a 6-layer model of each architecture: lr * 0.95**(5 - i) for layer i, lr * 0.95**6 for the
+    embeddings, lr for the head; every trainable parameter in exactly one group, frozen ones in none."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(tiny_classifier_config(arch, vocab_size=100, layers=6))
+    apply_freezing(model, freeze_embeddings=False, freeze_layers=1)
+    groups = optimizer_param_groups(model, 2e-5, 0.01, llrd=0.95)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert len(grouped) == len(set(grouped)) and sorted(grouped) == sorted(trainable)
+    lr_of = {name: g["lr"] for name, p in model.named_parameters() for g in groups if any(p is q for q in g["params"])}
+
+    layers = encoder_layers(model)
+    assert layers is model.get_submodule(LAYER_PATHS[arch]) and len(layers) == 6
+    prefix = LAYER_PATHS[arch] + "."
+    for name, lr in lr_of.items():
+        if name.startswith(prefix):
+            i = int(name.removeprefix(prefix).split(".")[0])
+            assert i >= 1 and lr == pytest.approx(2e-5 * 0.95 ** (5 - i), rel=1e-12), name
+        elif ".embeddings." in name:
+            assert lr == pytest.approx(2e-5 * 0.95**6, rel=1e-12), name
+        else:
+            assert name.rsplit(".", 1)[0] in HEADS[arch] and lr == 2e-5, name
+    assert {n.rsplit(".", 1)[0] for n in lr_of if not n.startswith(prefix) and ".embeddings." not in n} == HEADS[arch]
+    top = lr_of[f"{prefix}5.{next(n for n, _ in layers[5].named_parameters())}"]
+    embeddings = lr_of[next(n for n in lr_of if ".embeddings." in n)]
+    assert f"{top:.2e}" == "2.00e-05" and f"{embeddings:.4e}" == "1.4702e-05" and f"{embeddings:.2e}" == "1.47e-05"
+    assert not any(n.startswith(f"{prefix}0.") for n in lr_of)  # frozen: in no group
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_dropouts_reach_each_architectures_own_config_keys(arch, tmp_path, imdb_sample):
+    folder = build_tiny_model_dir(tmp_path / arch, imdb_sample["text"].head(50).tolist(), arch=arch, max_length=64)
+    model = build_model(ModelConfig(name=str(folder), dropout=0.3, attention_dropout=0.2))
+    names = architecture_names(model.config.model_type)
+    assert getattr(model.config, names.classifier_dropout) == 0.3
+    assert getattr(model.config, names.attention_dropout) == 0.2
+    head_dropout = model.classifier.dropout if arch == "roberta" else model.dropout
+    assert head_dropout.p == 0.3
+    attention = encoder_layers(model)[0].attention
+    assert (attention.dropout if arch == "distilbert" else attention.self.dropout).p == 0.2
 
 
 def test_unknown_model_offline_is_clear(monkeypatch):

@@ -340,3 +340,59 @@ def test_sweep_killed_with_sigkill_resumes_where_it_stopped(tmp_path, tiny_model
     assert [r["status"] for r in index["runs"]] == ["skipped", "skipped", "resumed", "trained"]
     assert trained == [(names[2], True), ("learning_rate=0.0003-seed1", False)]
     assert json.loads((out / "sweep.json").read_text())["runs"][2]["status"] == "resumed"
+
+
+# The published ablation tables of the seed studies: BERT-base (seed 004) learning rate / max length / batch on its
+# recipe; DistilBERT LLRD (seed 002) freeze / epochs / batch on its recipe, trained on 10% of its 18,750 reviews.
+STUDY_SWEEPS = {
+    "bert-base-ablation-lr.yaml": ("bert-base", "training.learning_rate", [1e-5, 2e-5, 3e-5, 5e-5]),
+    "bert-base-ablation-maxlen.yaml": ("bert-base", "tokenization.max_length", [128, 256, 512]),
+    "bert-base-ablation-batch.yaml": ("bert-base", "training.batch_size", [8, 16, 32]),
+    "distilbert-llrd-ablation-freeze.yaml": ("distilbert", "model.freeze_layers", [0, 2, 4]),
+    "distilbert-llrd-ablation-epochs.yaml": ("distilbert", "training.epochs", [1, 2, 3, 5]),
+    "distilbert-llrd-ablation-batch.yaml": ("distilbert", "training.batch_size", [8, 16, 32]),
+}
+
+
+def _value(cfg, dotted: str):
+    for key in dotted.split("."):
+        cfg = getattr(cfg, key)
+    return cfg
+
+
+def test_every_shipped_sweep_is_planned_by_a_test():
+    shipped = {p.name for p in (REPO / "sweeps").glob("*.yaml")} - {"quick.yaml"}
+    shipped = {name for name in shipped if not name.startswith("tune-space")}
+    assert shipped == set(SHIPPED) | set(STUDY_SWEEPS)
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_SWEEPS))
+def test_study_ablation_sweeps_plan_full_and_quick(name, tmp_path):
+    model, key, values = STUDY_SWEEPS[name]
+    path = REPO / "sweeps" / name
+    spec = load_sweep(path)
+    assert spec.seeds == [42, 43, 44] and spec.quick is not None and spec.quick.include == "quick.yaml"
+    _, _, full = plan_sweep(path, out_dir=tmp_path / "full")
+    assert len(full) == len(values) * 3
+    assert [_value(r.config, key) for r in full[::3]] == values
+    for run in full:
+        cfg = run.config
+        assert cfg.model.name == model
+        assert (cfg.training.group_by_length, cfg.training.eval_batch_size, cfg.training.logging_steps) == (
+            False,
+            32,
+            100,
+        )
+        if model == "bert-base":  # the seed-004 recipe: every training review, no validation split, no early stop
+            assert (cfg.data.val_fraction, cfg.data.max_train, cfg.training.early_stopping_patience) == (0, None, None)
+        else:  # the seed-002 recipe on 10% of its 18,750 training reviews
+            assert (cfg.data.val_fraction, cfg.data.max_train) == (0.25, 1875)
+            assert (cfg.model.llrd, cfg.model.dropout) == (0.95, 0.3)
+    _, _, quick = plan_sweep(path, out_dir=tmp_path / "quick", quick=True)
+    assert len(quick) == len(values)
+    assert [_value(r.config, key) for r in quick] == values  # the quick mode keeps what the sweep ablates
+    for run in quick:
+        cfg = run.config
+        assert cfg.model.name == "minilm-l6" and cfg.data.max_train == 400
+        assert cfg.tokenization.padding == "dynamic" and cfg.training.eval_strategy == "epoch"
+        assert cfg.data.val_fraction == (0 if model == "bert-base" else 0.25)

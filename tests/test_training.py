@@ -1,18 +1,24 @@
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from transformers import TrainerCallback
 
 from conftest import tiny_config
 from sentiment_lab.config import build_config
-from sentiment_lab.errors import RunDirError
+from sentiment_lab.errors import ConfigError, RunDirError
+from sentiment_lab.modeling import load_classifier, load_tokenizer
 from sentiment_lab.rundir import complete_checkpoints, last_checkpoint, run_lock
+from sentiment_lab.runners import compute_logits
+from sentiment_lab.sidecar import read_sidecar
 from sentiment_lab.training import ShuffledLengthBuckets, train
 
 METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "f1_macro", "precision_macro", "recall_macro"}
@@ -173,3 +179,121 @@ def test_extra_callbacks_see_every_evaluation_and_can_stop_a_run(tmp_path, tiny_
     assert len(callback.seen) == 1
     assert not (tmp_path / "run" / "metrics.json").exists()  # an aborted run never looks finished
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+class SpoilAfterCheckpoint4(TrainerCallback):
+    """Pushes the classifier's bias hard toward NEGATIVE once checkpoint-4 is saved (at the start of step 5), so every
+    later validation loss is far worse: the best checkpoint is known to be 4 and the last one is not it."""
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 4:
+            with torch.no_grad():
+                model.classifier.bias += torch.tensor([10.0, -10.0])
+
+
+@pytest.fixture(scope="module")
+def early_stopped_run(tmp_path_factory, tiny_model_dir, imdb_dir, tiny_splits):
+    """Up to 4 epochs (16 steps) with patience 1 on the validation loss, spoilt after the first evaluation."""
+    raw = tiny_config(
+        tiny_model_dir,
+        imdb_dir,
+        epochs=4,
+        metric_for_best_model="loss",
+        early_stopping_patience=1,
+        keep_checkpoints=True,
+        save_total_limit=None,
+        precision="fp32",
+    )
+    raw["evaluation"] = {"baselines": False}
+    run = tmp_path_factory.mktemp("early") / "run"
+    train(build_config(raw), run, splits=tiny_splits, callbacks=[SpoilAfterCheckpoint4()])
+    return run
+
+
+def test_best_checkpoint_not_the_last_is_restored_and_evaluated(early_stopped_run):
+    metrics = json.loads((early_stopped_run / "metrics.json").read_text())
+    assert metrics["best_step"] == 4 < metrics["global_step"] == 8
+    history = pd.read_csv(early_stopped_run / "history.csv").dropna(subset=["val_loss"]).set_index("step")
+    assert history.loc[4, "val_loss"] < 0.8 < 5 < history.loc[8, "val_loss"]
+
+    # The saved model and its validation predictions are checkpoint-4's, not checkpoint-8's.
+    saved = pd.read_parquet(early_stopped_run / "val_predictions.parquet")
+    model_dir = early_stopped_run / "model"
+    tokenizer, settings = load_tokenizer(str(model_dir)), read_sidecar(model_dir).text
+    texts = saved["text"].tolist()
+    logits = {
+        step: compute_logits(
+            load_classifier(early_stopped_run / "checkpoints" / f"checkpoint-{step}"), tokenizer, texts, settings
+        )
+        for step in (4, 8)
+    }
+    ours = saved[["logit_neg", "logit_pos"]].to_numpy()
+    np.testing.assert_allclose(ours, logits[4], atol=1e-5)
+    assert np.abs(ours - logits[8]).max() > 5
+    assert metrics["val"]["loss"] == pytest.approx(history.loc[4, "val_loss"], abs=1e-4)
+
+
+def test_early_stopping_ends_training_before_max_steps(early_stopped_run):
+    state = json.loads((early_stopped_run / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["max_steps"] == 16  # 4 epochs of 4 steps were planned
+    assert json.loads((early_stopped_run / "metrics.json").read_text())["global_step"] == 8
+    assert sorted(p.name for p in (early_stopped_run / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]
+    assert pd.read_csv(early_stopped_run / "history.csv")["val_loss"].notna().sum() == 2
+
+
+def test_fp16_on_a_cpu_falls_back_to_fp32_and_says_so(tmp_path, tiny_model_dir, imdb_dir, tiny_splits, caplog):
+    run = tmp_path / "run"
+    raw = tiny_config(tiny_model_dir, imdb_dir, precision="fp16")
+    raw["evaluation"] = {"baselines": False}
+    with caplog.at_level(logging.WARNING, logger="sentiment_lab"):
+        metrics = train(build_config(raw), run, splits=tiny_splits)
+    note = "fp16 needs a CUDA GPU; training in fp32 on cpu instead of fp16"
+    assert [r.getMessage() for r in caplog.records if r.name == "sentiment_lab" and r.levelno == logging.WARNING] == [
+        note
+    ]  # the console (the CLI prints sentiment_lab warnings on stderr)
+    assert f"WARNING sentiment_lab: {note}" in (run / "train.log").read_text()
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["training"]["precision"] == "fp16"  # what was asked ...
+    assert resolved["resolved"]["precision"] == "fp32" and resolved["resolved"]["precision_note"] == note  # ... and got
+    assert metrics["precision"] == "fp32"
+
+
+def test_deterministic_runs_with_one_seed_predict_identically(tmp_path, tiny_model_dir, imdb_dir, tiny_splits):
+    class DeterminismSpy(TrainerCallback):
+        def __init__(self) -> None:
+            self.seen: list[bool] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seen.append(torch.are_deterministic_algorithms_enabled())
+
+    def run(name: str, seed: int) -> pd.DataFrame:
+        raw = tiny_config(tiny_model_dir, imdb_dir, seed=seed, deterministic=True, precision="fp32")
+        raw["evaluation"] = {"baselines": False}
+        spy = DeterminismSpy()
+        train(build_config(raw), tmp_path / name, splits=tiny_splits, callbacks=[spy])
+        assert spy.seen == [True] * 4  # on for every step of the run ...
+        assert not torch.are_deterministic_algorithms_enabled()  # ... and off again after it
+        assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["resolved"]["deterministic"] is True
+        return pd.read_parquet(tmp_path / name / "predictions.parquet")
+
+    first, again, other = run("a", 0), run("b", 0), run("c", 1)
+    assert first["prob_pos"].nunique() > 32  # real per-review outputs, not one constant a broken run could repeat
+    assert first["prob_pos"].tolist() == again["prob_pos"].tolist()  # bit for bit
+    assert first["prob_pos"].tolist() != other["prob_pos"].tolist()  # the comparison can tell runs apart
+
+
+def test_training_without_a_validation_split_keeps_the_last_model(tmp_path, tiny_model_dir, imdb_dir):
+    """data.val_fraction 0 (seed 004 trains on every training review): nothing is evaluated during training."""
+    raw = tiny_config(tiny_model_dir, imdb_dir, epochs=2)
+    raw["data"]["val_fraction"] = 0
+    run = tmp_path / "no-val"
+    metrics = train(build_config(raw), run)
+    assert "val" not in metrics and metrics["best_step"] == metrics["global_step"] == 8
+    assert metrics["data"]["train"] == 64 and metrics["data"]["val"] == 0
+    assert not (run / "val_predictions.parquet").exists() and (run / "predictions.parquet").is_file()
+    assert "val_accuracy" not in pd.read_csv(run / "history.csv").columns
+    card = (run / "model" / "README.md").read_text()
+    assert "no validation split" in card and "Validation accuracy" not in card
+    raw["training"]["early_stopping_patience"] = 2
+    with pytest.raises(ConfigError, match="early_stopping_patience needs a validation split"):
+        build_config(raw)

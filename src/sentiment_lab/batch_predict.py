@@ -23,7 +23,14 @@ from sentiment_lab.io import atomic_path
 from sentiment_lab.predictor import Predictor
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")
-OUTPUT_COLUMNS = ("row", "id", "label", "score", "prob_pos", "needs_review")
+OUTPUT_COLUMNS = ("row", "id", "label", "score", "prob_pos", "needs_review")  # a binary model's output
+
+
+def output_columns(labels: list[str]) -> tuple[str, ...]:
+    """The output columns for a model with these class names: binary as ever, else prob_<NAME> per class."""
+    if len(labels) == 2:
+        return OUTPUT_COLUMNS
+    return ("row", "id", "label", "score", "needs_review", *(f"prob_{name}" for name in labels))
 
 
 def _file_format(path: Path, role: str) -> str:
@@ -106,18 +113,10 @@ def _read_jsonl_chunks(path: Path, text_column: str, rows: int) -> Iterator[tupl
 class _ChunkWriter:
     """Appends prediction rows to a CSV, JSONL or Parquet file, one chunk at a time."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
-        self.path, self.fmt = path, fmt
-        self.schema = pa.schema(
-            [
-                ("row", pa.int64()),
-                ("id", pa.string()),
-                ("label", pa.string()),
-                ("score", pa.float64()),
-                ("prob_pos", pa.float64()),
-                ("needs_review", pa.bool_()),
-            ]
-        )
+    def __init__(self, path: Path, fmt: str, columns: tuple[str, ...] = OUTPUT_COLUMNS) -> None:
+        self.path, self.fmt, self.columns = path, fmt, columns
+        types = {"row": pa.int64(), "id": pa.string(), "label": pa.string(), "needs_review": pa.bool_()}
+        self.schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
         self.writer: Any = None
         if fmt == "parquet":
             self.writer = pq.ParquetWriter(path, self.schema)
@@ -128,8 +127,8 @@ class _ChunkWriter:
 
     def write(self, rows: dict[str, list[Any]]) -> None:
         if self.fmt == "jsonl":
-            for values in zip(*(rows[c] for c in OUTPUT_COLUMNS), strict=True):
-                self.writer.write(json.dumps(dict(zip(OUTPUT_COLUMNS, values, strict=True))) + "\n")
+            for values in zip(*(rows[c] for c in self.columns), strict=True):
+                self.writer.write(json.dumps(dict(zip(self.columns, values, strict=True))) + "\n")
         else:
             self.writer.write_table(pa.Table.from_pydict(rows, schema=self.schema))
 
@@ -163,7 +162,8 @@ def predict_file(
     """Predict every row of a CSV, JSONL or Parquet file into another, chunk by chunk (constant memory).
 
     The output (format from its suffix) holds row (0-based input row; a malformed CSV line is not a row), id
-    (when the input has one), label, score, prob_pos and needs_review, and is written atomically. Rows whose
+    (when the input has one), label, score, prob_pos and needs_review (a model of K > 2 classes: label, score,
+    needs_review and prob_<NAME> per class instead of prob_pos), and is written atomically. Rows whose
     text is empty or not text, and malformed CSV lines, are skipped and counted, not fatal. Returns the counts.
     """
     source, target = Path(input_path), Path(output_path)
@@ -177,7 +177,8 @@ def predict_file(
     skipped_examples: list[int] = []
     start = time.perf_counter()
     with atomic_path(target) as tmp, tqdm(total=total, unit="row", desc="predict", disable=not progress) as bar:
-        writer = _ChunkWriter(tmp, out_fmt)
+        columns = output_columns(predictor.labels)
+        writer = _ChunkWriter(tmp, out_fmt, columns)
         try:
             for texts, ids, malformed in readers[in_fmt](source, text_column, chunk_rows):
                 counts["malformed"] += malformed
@@ -198,16 +199,19 @@ def predict_file(
                     if len(skipped_examples) < 10:
                         skipped_examples.append(counts["rows"] + i)
                 preds = predictor.predict([texts[i] for i in keep])
-                writer.write(
-                    {
-                        "row": [counts["rows"] + i for i in keep],
-                        "id": [None if ids is None or ids[i] is None else str(ids[i]) for i in keep],
-                        "label": [p["label"] for p in preds],
-                        "score": [p["score"] for p in preds],
-                        "prob_pos": [p["prob_pos"] for p in preds],
-                        "needs_review": [p["needs_review"] for p in preds],
-                    }
-                )
+                rows = {
+                    "row": [counts["rows"] + i for i in keep],
+                    "id": [None if ids is None or ids[i] is None else str(ids[i]) for i in keep],
+                    "label": [p["label"] for p in preds],
+                    "score": [p["score"] for p in preds],
+                    "needs_review": [p["needs_review"] for p in preds],
+                }
+                for column in columns:
+                    if column == "prob_pos":
+                        rows[column] = [p["prob_pos"] for p in preds]
+                    elif column.startswith("prob_"):
+                        rows[column] = [p["probs"][column.removeprefix("prob_")] for p in preds]
+                writer.write(rows)
                 counts["rows"] += len(texts)
                 counts["predicted"] += len(keep)
                 bar.update(len(texts))

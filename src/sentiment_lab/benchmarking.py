@@ -82,7 +82,9 @@ def measure_backend(
     logits = predictor.logits(texts)
     elapsed = time.perf_counter() - start
     latencies = single_call_latencies_ms(lambda text: predictor.logits([text]), texts[:latency_n], texts[:warmup])
-    preds = logits.argmax(axis=-1) if predictor.positive_index == 1 else 1 - logits.argmax(axis=-1)
+    preds = logits.argmax(axis=-1)
+    if predictor.positive_index == 0:  # a binary model that names POSITIVE first: labels count 1 = positive
+        preds = 1 - preds
     return {
         "reviews_per_s": len(texts) / elapsed,
         "seconds": elapsed,

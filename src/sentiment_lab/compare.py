@@ -3,7 +3,8 @@
 A table of runs (config differences highlighted, accuracy/F1 with bootstrap CIs, speed), McNemar's test and a
 paired bootstrap of the accuracy difference for every pair, overlaid validation curves, and mean +/- std over
 seeds when several runs differ only in `training.seed`. Runs whose test reviews differ are refused: a
-difference in accuracy on different items says nothing about the models.
+difference in accuracy on different items says nothing about the models; so are runs with different label sets.
+Any number of classes: for K > 2 the F1 column is macro F1; McNemar's test is on correctness either way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sentiment_lab.analysis.calibration import class_names_of
 from sentiment_lab.errors import SentimentLabError
 from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
 from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
@@ -68,6 +70,17 @@ def check_same_items(a: RunFolder, b: RunFolder, name_a: str, name_b: str) -> No
         )
 
 
+def check_same_classes(a: RunFolder, b: RunFolder, name_a: str, name_b: str) -> None:
+    """Refuse a pair of runs whose classes (names, in id order) differ: their labels mean different things."""
+    classes_a, classes_b = class_names_of(a), class_names_of(b)
+    if [c.lower() for c in classes_a] != [c.lower() for c in classes_b]:
+        raise SentimentLabError(
+            f"runs {name_a} (classes {', '.join(classes_a)}) and {name_b} (classes {', '.join(classes_b)}) have "
+            "different label sets; compare runs trained on the same classes (or re-evaluate one on the other's data "
+            "with `sentiment-lab evaluate MODEL --data ... --label-map ...`)"
+        )
+
+
 def _names(runs: list[RunFolder]) -> list[str]:
     names = [r.path.name for r in runs]
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
@@ -100,7 +113,10 @@ def compare_runs(
     configs = [comparable_config(r) for r in runs]
     names = _names(runs)
     for (i, a), (j, b) in itertools.combinations(enumerate(runs), 2):
+        check_same_classes(a, b, names[i], names[j])
         check_same_items(a, b, names[i], names[j])
+    classes = class_names_of(runs[0])
+    f1_metric = "f1" if len(classes) == 2 else "f1_macro"  # K > 2: the F1 column is macro F1
     order = pd.Index(runs[0].predictions["id"].astype(str))
     if order.has_duplicates:
         raise SentimentLabError(f"{runs[0].path / PREDICTIONS_FILE} repeats test ids; pairing needs unique ids")
@@ -118,7 +134,7 @@ def compare_runs(
                 "dir": str(run.path),
                 "model": m.get("model") or config.get("model.name"),
                 "accuracy": bootstrap_ci(labels, pred, "accuracy", n_boot),
-                "f1": bootstrap_ci(labels, pred, "f1", n_boot),
+                "f1": bootstrap_ci(labels, pred, f1_metric, n_boot),
                 "train_runtime_s": m.get("train_runtime_s"),
                 "train_samples_per_s": m.get("train_samples_per_s"),
                 "eval_samples_per_s": m.get("eval_samples_per_s"),
@@ -154,6 +170,7 @@ def compare_runs(
     result = {
         "runs": table,
         "n_test": len(labels),
+        **({"classes": classes, "f1_kind": "macro F1"} if len(classes) > 2 else {}),
         "alpha": alpha,
         "config_differences": config_rows,
         "pairs": pairs,

@@ -6,18 +6,20 @@ This is the only module that reads environment variables (`IMDB_DIR`).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sentiment_lab.errors import ConfigError
 from sentiment_lab.precision import PrecisionName
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_CONFIG_NODES = 100_000  # values after alias expansion; a real config has a few hundred
+BINARY_LABEL_MAP = {"neg": 0, "negative": 0, "pos": 1, "positive": 1}
 
 
 class _Section(BaseModel):
@@ -35,8 +37,19 @@ class DataConfig(_Section):
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
-    label_map: dict[str, int] = Field(default_factory=lambda: {"neg": 0, "negative": 0, "pos": 1, "positive": 1})
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # Raw label string -> class id, case-insensitive; the default is IMDb's binary map (see _label_rules).
+    label_map: dict[str, int] = Field(default_factory=lambda: dict(BINARY_LABEL_MAP))
+    # The ordered class names, index = class id (e.g. [very negative, negative, neutral, positive, very positive]);
+    # None: from the data (a Hub ClassLabel's names, else negative/positive for 2 classes, class_0.. for more).
+    label_names: list[str] | None = Field(None, min_length=2)
+    ordinal: bool = False  # the class ids are ordered (stars, ratings): adds MAE in classes and within-one accuracy
+    num_labels: int | None = Field(None, ge=2)  # optional check: the data must show exactly this many classes
+    # standard: the source's test split is the test set and `val_fraction` of its train split is held out.
+    # pooled: train and test are pooled and re-split into train/validation/test by `pooled_fractions`.
+    split: Literal["standard", "pooled"] = "standard"
+    # 0: no validation split, every training review is trained on (the recipe then has nothing to select on).
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    pooled_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, validation, test; split: pooled only
     split_seed: int = 42
     max_train: int | None = Field(None, gt=0)
     max_eval: int | None = Field(None, gt=0)
@@ -47,11 +60,74 @@ class DataConfig(_Section):
     strip_html: bool = False
 
     @model_validator(mode="after")
-    def _labels_binary(self) -> DataConfig:
-        bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
+    def _label_rules(self) -> DataConfig:
+        names = self.label_names
+        if names is not None:
+            lowered = [n.strip().lower() for n in names]
+            repeated = sorted({n for n in names if lowered.count(n.strip().lower()) > 1})
+            if repeated or not all(lowered):
+                raise ValueError(f"label_names {names} must be distinct, non-empty class names (repeated: {repeated})")
+            if self.num_labels is not None and self.num_labels != len(names):
+                raise ValueError(
+                    f"num_labels is {self.num_labels} but label_names lists {len(names)} classes; remove one of them"
+                )
+            # IMDb's binary default map means nothing for other classes (`positive` is class 2 of 3, not 1): with
+            # names given it is kept only where it agrees with them, else the names alone map the strings.
+            if self.label_map == BINARY_LABEL_MAP and not (
+                len(names) == 2 and all(lowered.index(k) == v for k, v in BINARY_LABEL_MAP.items() if k in lowered)
+            ):
+                self.__dict__["label_map"] = {}  # not setattr: validate_assignment would re-enter this validator
+        by_lower: dict[str, list[str]] = {}
+        for key in self.label_map:
+            by_lower.setdefault(key.strip().lower(), []).append(key)
+        duplicates = [keys for keys in by_lower.values() if len(keys) > 1]
+        if duplicates:
+            listed = "; ".join(" and ".join(map(repr, keys)) for keys in duplicates)
+            raise ValueError(
+                f"label_map has keys that differ only in case ({listed}); labels are matched case-insensitively, "
+                "so keep one key of each"
+            )
+        k = len(names) if names is not None else self.num_labels
+        bad = {key: v for key, v in self.label_map.items() if v < 0 or (k is not None and v >= k)}
         if bad:
-            raise ValueError(f"label_map values must be 0 or 1, got {bad}")
+            allowed = f"0..{k - 1}" if k is not None else "0 or more"
+            raise ValueError(f"label_map values must be class ids {allowed}, got {bad}")
+        if names is not None:
+            clash = {
+                key: v
+                for key, v in self.label_map.items()
+                if key.strip().lower() in lowered and lowered.index(key.strip().lower()) != v
+            }
+            if clash:
+                raise ValueError(
+                    f"label_map {clash} contradicts label_names {names} (a class name maps to its own position); "
+                    "remove those keys or fix their ids"
+                )
         return self
+
+    @model_validator(mode="after")
+    def _split_shares(self) -> DataConfig:
+        train, val, test = self.pooled_fractions
+        if min(self.pooled_fractions) < 0 or train == 0 or test == 0 or abs(train + val + test - 1) > 1e-6:
+            raise ValueError(
+                f"pooled_fractions {list(self.pooled_fractions)} must be the train, validation and test shares of "
+                "the pooled reviews: train and test above 0, validation 0 or more, summing to 1 (e.g. [0.8, 0.1, 0.1])"
+            )
+        # A resolved config.yaml holds every key, so only a value that differs from the default is refused: it
+        # would otherwise be silently ignored by the other split mode.
+        if self.split == "pooled" and self.val_fraction != DataConfig.model_fields["val_fraction"].default:
+            raise ValueError(
+                "val_fraction applies to split: standard; with split: pooled the validation share is "
+                "pooled_fractions[1] (remove val_fraction or set pooled_fractions: [train, validation, test])"
+            )
+        if self.split == "standard" and self.pooled_fractions != DataConfig.model_fields["pooled_fractions"].default:
+            raise ValueError("pooled_fractions applies to split: pooled only; set split: pooled or remove it")
+        return self
+
+    @property
+    def has_validation_split(self) -> bool:
+        """False when no review is held out for validation (val_fraction 0, or a pooled validation share of 0)."""
+        return (self.pooled_fractions[1] if self.split == "pooled" else self.val_fraction) > 0
 
 
 class TokenizationConfig(_Section):
@@ -107,12 +183,56 @@ class TrainingConfig(_Section):
     keep_checkpoints: bool = False  # checkpoints exist to resume; a finished run keeps only model/
     logging_steps: int = Field(50, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
-    metric_for_best_model: Literal["f1", "accuracy", "loss", "f1_macro"] = "f1"
+    metric_for_best_model: Literal["f1", "accuracy", "loss", "f1_macro"] = "f1"  # f1 is macro F1 for 3+ classes
+    # Weighted cross-entropy: none, balanced (sklearn's compute_class_weight on the training labels), or one weight
+    # per class (the list's length is checked against the classes when the data is known).
+    class_weights: Literal["none", "balanced"] | list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = "none"
     # Length-grouped batches in random order (training.ShuffledLengthBuckets): little padding, no length walk.
     group_by_length: bool = True
     seed: int = 42
     resume: bool = False
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default
+    # Seeded everything plus torch.use_deterministic_algorithms where the ops support it (slower; issue 15).
+    deterministic: bool = False
+    # Experiment trackers: names of transformers' integrations (tensorboard, mlflow, wandb, ...), [] for none.
+    # Whether each is installed is checked when a run starts (tracking.check_trackers), not here, so that a run
+    # folder's config.yaml still reads on a machine without them.
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights_named_or_listed(cls, value: Any) -> Any:
+        ok_list = isinstance(value, list) and all(
+            isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0 for w in value
+        )
+        if value in ("none", "balanced") or (ok_list and value):
+            return value
+        raise ValueError(
+            "class_weights must be none, balanced, or a list of positive weights, one per class in class-id order "
+            "(e.g. [1.0, 2.5, 1.0])"
+        )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # --set training.report_to=mlflow
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, names: list[str]) -> list[str]:
+        names = list(dict.fromkeys(names))  # a repeated name would report twice
+        if set(names) <= {"tensorboard"}:
+            return names
+        # heavy (transformers, about 1 s): only for a config that names a tracker beyond the default
+        from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+        unknown = [name for name in names if name not in INTEGRATION_TO_CALLBACK]
+        if unknown:
+            raise ValueError(
+                f"unknown tracker {', '.join(map(repr, unknown))}; transformers reports to "
+                f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))} (give a list, e.g. [tensorboard, mlflow]; [] for none)"
+            )
+        return names
 
 
 class EvaluationConfig(_Section):
@@ -130,6 +250,15 @@ class ExperimentConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _stopping_needs_validation(self) -> ExperimentConfig:
+        if self.training.early_stopping_patience and not self.data.has_validation_split:
+            raise ValueError(
+                "training.early_stopping_patience needs a validation split, but data.val_fraction is 0; "
+                "remove early_stopping_patience or give val_fraction > 0"
+            )
+        return self
 
 
 def validation_problems(err: ValidationError) -> list[str]:

@@ -1,10 +1,13 @@
 """Data: load reviews from the Hub, the aclImdb folders or Parquet/CSV/JSONL, clean, split, summarise.
 
-Every split is a pandas DataFrame with columns `id` (str), `text` (str), `label` (int 0/1).
+Every split is a pandas DataFrame with columns `id` (str), `text` (str), `label` (int class id 0..K-1), and
+`rating` (the IMDb star rating, 1-10) when the source carries one. Downstream code selects the columns it needs by
+name. `DataSplits.label_names` names the K classes by id.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +21,33 @@ from sentiment_lab.errors import DataError
 from sentiment_lab.tokenization import count_tokens, preprocess_text
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
+SMALL_CLASS_SHARE = 0.10  # `dataset_stats` warns when the smallest class is under this share of the training set
+
+log = logging.getLogger("sentiment_lab")
+
+
+def default_label_names(k: int) -> list[str]:
+    """Class names for data that names none: negative/positive for two classes, class_0 .. class_{k-1} beyond."""
+    return ["negative", "positive"] if k == 2 else [f"class_{i}" for i in range(k)]
 
 
 @dataclass
 class DataSplits:
-    """Train/validation/test frames plus what cleaning did."""
+    """Train/validation/test frames plus what cleaning did.
+
+    label_names: the class names by id; default from the data (`default_label_names` of the largest id + 1).
+    """
 
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
     cleaning: dict[str, Any] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.label_names:
+            ids = [int(df["label"].max()) for df in (self.train, self.val, self.test) if not df.empty]
+            self.label_names = default_label_names(max([1, *ids]) + 1)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -53,37 +73,68 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def read_aclimdb(folder: Path, split: str) -> pd.DataFrame:
-    """Read the original aclImdb layout: `<split>/{pos,neg}/<id>_<rating>.txt`."""
+    """Read the original aclImdb layout: `<split>/{pos,neg}/<id>_<rating>.txt` (the rating is kept as `rating`)."""
     rows = []
     for label_name, label in (("neg", 0), ("pos", 1)):
         sub = folder / split / label_name
         if not sub.is_dir():
             raise DataError(f"aclImdb folder {folder} has no {split}/{label_name}/ directory")
         for f in sorted(sub.glob("*.txt"), key=lambda x: int(x.stem.split("_")[0]) if x.stem[0].isdigit() else 0):
+            review_id, _, rating = f.stem.partition("_")
             rows.append(
-                {"id": f"{split}/{label_name}/{f.stem.split('_')[0]}", "text": f.read_text("utf-8"), "label": label}
+                {
+                    "id": f"{split}/{label_name}/{review_id}",
+                    "text": f.read_text("utf-8"),
+                    "label": label,
+                    "rating": int(rating) if rating.isdigit() else None,
+                }
             )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=["id", "text", "label", "rating"])
+    ratings = star_ratings(df["rating"])
+    return df.drop(columns="rating") if ratings is None else df.assign(rating=ratings)
 
 
-def normalize_labels(values: pd.Series, label_map: dict[str, int], source: str) -> pd.Series:
-    """Map labels to 0/1: ints 0/1 pass; strings go through `label_map` case-insensitively."""
-    lowered = {str(k).lower(): v for k, v in label_map.items()}
+def star_ratings(values: pd.Series) -> pd.Series | None:
+    """Whole-number ratings as int64 (nullable Int64 when some are missing); None when there are none to keep.
+
+    A `rating` column of another dataset that holds text or fractions is not a star rating and is not kept.
+    """
+    missing = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())  # NaN, None, blank CSV cell
+    numbers = pd.to_numeric(values.mask(missing), errors="coerce")
+    unreadable = numbers.isna() & ~missing
+    if unreadable.any() or numbers.isna().all() or not (numbers.dropna() % 1 == 0).all():
+        return None
+    return numbers.astype("int64") if numbers.notna().all() else numbers.astype("Int64")
+
+
+def normalize_labels(
+    values: pd.Series,
+    label_map: dict[str, int],
+    source: str,
+    label_names: list[str] | None = None,
+    num_labels: int | None = None,
+) -> pd.Series:
+    """Map labels to class ids 0..K-1: ids pass; strings go through the class names and `label_map`, ignoring case.
+
+    K is the number of `label_names`, else `num_labels`, else read from the data: the ids found (with those of the
+    map) must then run 0, 1, 2, ... and an id past a gap is refused (5 among 0s and 1s is a typo, not class 5).
+    """
+    lowered = {name.strip().lower(): i for i, name in enumerate(label_names or [])}
+    lowered |= {str(k).strip().lower(): v for k, v in label_map.items()}
+    k = len(label_names) if label_names else num_labels
 
     def convert(v: Any) -> int | None:
         if isinstance(v, (bool, np.bool_)):
             return None
-        if isinstance(v, (int, np.integer)) and v in (0, 1):
+        if isinstance(v, (int, np.integer)) and v >= 0:
             return int(v)
-        if isinstance(v, (float, np.floating)) and float(v) in (0.0, 1.0) and not isinstance(v, bool):
-            return None  # floats are ambiguous (probabilities?): refuse rather than guess
         if isinstance(v, str):
             s = v.strip().lower()
             if s in lowered:
                 return lowered[s]
-            if s in ("0", "1"):
+            if s.isdigit():
                 return int(s)
-        return None
+        return None  # floats too: ambiguous (probabilities?), refused rather than guessed
 
     missing = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())  # NaN, None, blank
     if missing.any():
@@ -93,13 +144,18 @@ def normalize_labels(values: pd.Series, label_map: dict[str, int], source: str) 
             "fill in their labels or remove those rows"
         )
     mapped = values.map(convert)
-    bad = mapped.isna()
+    if k is None:
+        present = set(mapped.dropna().astype(int)) | set(lowered.values())
+        k = 0
+        while k in present:
+            k += 1
+    bad = mapped.isna() | (mapped >= k)
     if bad.any():
         examples = sorted({repr(v) for v in values[bad].head(1000)})[:5]
         raise DataError(
             f"{source}: {int(bad.sum())} of {len(values)} rows have labels outside the mapping "
-            f"(e.g. {', '.join(examples)}); labels must be 0/1 or one of {sorted(lowered)} "
-            "(extend data.label_map in the config)"
+            f"(e.g. {', '.join(examples)}); labels must be class ids 0..{max(k, 1) - 1} or one of {sorted(lowered)} "
+            "(set data.label_names to the classes in id order, or extend data.label_map in the config)"
         )
     return mapped.astype("int64")
 
@@ -123,13 +179,19 @@ def _standardize(df: pd.DataFrame, cfg: DataConfig, source: str, split: str) -> 
         )
     id_column = cfg.id_column or ("id" if "id" in df.columns else None)  # keep a source's own ids
     ids = df[id_column].astype(str) if id_column else pd.Series([f"{split}/{i}" for i in range(len(df))])
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "id": ids.to_numpy(),
             "text": texts.fillna("").astype(str).to_numpy(),
-            "label": normalize_labels(df[cfg.label_column].reset_index(drop=True), cfg.label_map, source).to_numpy(),
+            "label": normalize_labels(
+                df[cfg.label_column].reset_index(drop=True), cfg.label_map, source, cfg.label_names, cfg.num_labels
+            ).to_numpy(),
         }
     )
+    ratings = star_ratings(df["rating"].reset_index(drop=True)) if "rating" in df.columns else None
+    if ratings is not None:  # IMDb's 1-10 stars (the Parquet copy, aclImdb file names); the Hub copy has none
+        out["rating"] = ratings.array
+    return out
 
 
 def _find_split_file(folder: Path, split: str) -> Path | None:
@@ -182,10 +244,23 @@ def _load_hub(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
             "HF_HUB_OFFLINE=1 skips the Hub at once"
         ) from None
     out = []
+    class_names: list[str] | None = None
     for split in ("train", "test"):
         if split not in ds:
             raise DataError(f"dataset '{cfg.hub_id}' has no '{split}' split (it has {list(ds)})")
-        out.append(_standardize(ds[split].to_pandas(), cfg, f"{cfg.hub_id}[{split}]", split))
+        frame = ds[split].to_pandas()
+        # A ClassLabel column holds class indices in the dataset's own order; when its names are in label_map (or
+        # data.label_names), labels go through the names, so a dataset whose classes are listed as [pos, neg] is not
+        # inverted. Otherwise, without data.label_names, the indices are the class ids and the names the classes'.
+        names = getattr(ds[split].features.get(cfg.label_column), "names", None)
+        lowered = {str(k).lower() for k in [*cfg.label_map, *(cfg.label_names or [])]}
+        if names and all(str(n).lower() in lowered for n in names):
+            frame[cfg.label_column] = frame[cfg.label_column].map(dict(enumerate(names)))
+        elif names and cfg.label_names is None:
+            class_names = [str(n) for n in names]
+        out.append(_standardize(frame, cfg, f"{cfg.hub_id}[{split}]", split))
+    if class_names:
+        out[0].attrs["label_names"] = class_names  # read by prepare_data: the run's class names
     return out[0], out[1]
 
 
@@ -220,34 +295,119 @@ def stratified_subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFram
     if n is None or n >= len(df):
         return df
 
-    if df["label"].nunique() < 2 or df["label"].value_counts().min() < 2 or n < 2:
+    counts = df["label"].value_counts()
+    if len(counts) < 2 or counts.min() < 2 or n < len(counts):  # too few to hold every class: a plain sample
         return df.sample(n=n, random_state=seed).reset_index(drop=True)
     sub, _ = train_test_split(df, train_size=n, stratify=df["label"], random_state=seed)
     return sub.reset_index(drop=True)
 
 
-def stratified_split(df: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split into train/validation keeping the class ratio."""
+def stratified_split(
+    df: pd.DataFrame,
+    val_fraction: float | int,
+    seed: int,
+    what: str = "training data",
+    label_names: list[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split into train/validation keeping the class ratio (any number of classes).
 
-    counts = df["label"].value_counts()
+    val_fraction: a share of the rows, or a number of rows; 0 gives an empty validation frame (same columns).
+    what: the data being split, for error messages. label_names: class names by id, for error messages.
+    """
+    if val_fraction == 0:
+        return df.reset_index(drop=True), df.iloc[:0].reset_index(drop=True)
+    counts = df["label"].value_counts().sort_index()
+
+    def name(class_id: int) -> str:
+        known = label_names is not None and class_id < len(label_names)
+        return f"{label_names[class_id]!r} (id {class_id})" if known else f"id {class_id}"
+
     if len(counts) < 2:
-        raise DataError(f"training data holds only one class ({counts.index[0]}); need both 0 and 1")
-    if counts.min() < 2:
-        raise DataError("training data needs at least two reviews of each class for a stratified split")
-    tr, va = train_test_split(df, test_size=val_fraction, stratify=df["label"], random_state=seed)
+        raise DataError(f"{what} holds only one class ({name(counts.index[0])}); need at least two classes")
+    rare = counts[counts < 2]
+    if len(rare):
+        listed = ", ".join(f"class {name(int(i))} has {int(c)} example" for i, c in rare.items())
+        raise DataError(
+            f"{what}: {listed}; a stratified split needs at least 2 of each class. Add examples of it, merge it into "
+            "another class (data.label_map), or remove its rows"
+        )
+    try:
+        tr, va = train_test_split(df, test_size=val_fraction, stratify=df["label"], random_state=seed)
+    except ValueError as exc:  # sklearn: a split smaller than the number of classes
+        raise DataError(
+            f"{what}: cannot split {len(df)} rows of {len(counts)} classes stratified ({exc}); give more data or a "
+            "larger validation share"
+        ) from None
     return tr.reset_index(drop=True), va.reset_index(drop=True)
 
 
+def pooled_split(
+    df: pd.DataFrame, fractions: tuple[float, float, float], seed: int, label_names: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Re-split pooled reviews into train/validation/test by shares of the pool, stratified by label and seeded.
+
+    The test and validation sizes are rounded shares of the whole pool (50,000 at 0.8/0.1/0.1: 40,000/5,000/5,000).
+    """
+    n_val, n_test = round(len(df) * fractions[1]), round(len(df) * fractions[2])
+    if n_test == 0 or len(df) - n_val - n_test <= 0:
+        raise DataError(
+            f"{len(df)} pooled reviews are too few for pooled_fractions {list(fractions)}: a split would be empty"
+        )
+    rest, test = stratified_split(df, n_test, seed, what="the pooled reviews", label_names=label_names)
+    train, val = stratified_split(rest, n_val, seed, what="the pooled reviews", label_names=label_names)
+    return train, val, test
+
+
+def _pool(train: pd.DataFrame, test: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The cleaned train and test frames as one pool; texts found in both are counted (dropped by policy)."""
+    pool = pd.concat([train, test], ignore_index=True)
+    dup = pool["text"].isin(set(train["text"])) & (np.arange(len(pool)) >= len(train))  # test texts also in train
+    report = {"rows": len(pool), "empty": 0, "duplicates": int(dup.sum())}
+    if cfg.duplicate_policy == "drop":
+        pool = pool[~dup].reset_index(drop=True)
+    report["kept"] = len(pool)
+    return pool, report
+
+
 def prepare_data(cfg: DataConfig) -> DataSplits:
-    """Load, clean, split and subset: the splits a run trains and evaluates on."""
+    """Load, clean, split and subset: the splits a run trains and evaluates on.
+
+    split: standard holds out `val_fraction` of the train split and tests on the source's test split; pooled pools
+    both and re-splits them by `pooled_fractions`. Either is stratified by label and seeded with `split_seed`.
+    """
     train_raw, test_raw = load_raw_splits(cfg)
+    label_names = resolve_label_names(cfg, train_raw, test_raw)
     train_clean, train_report = clean_split(train_raw, cfg)
     test_clean, test_report = clean_split(test_raw, cfg)
-    train, val = stratified_split(train_clean, cfg.val_fraction, cfg.split_seed)
+    cleaning = {"train": train_report, "test": test_report}
+    if cfg.split == "pooled":
+        pool, cleaning["pooled"] = _pool(train_clean, test_clean, cfg)
+        train, val, test = pooled_split(pool, cfg.pooled_fractions, cfg.split_seed, label_names)
+    else:
+        train, val = stratified_split(train_clean, cfg.val_fraction, cfg.split_seed, label_names=label_names)
+        test = test_clean
     train = stratified_subset(train, cfg.max_train, cfg.split_seed)
     val = stratified_subset(val, cfg.max_eval, cfg.split_seed)
-    test = stratified_subset(test_clean, cfg.max_test, cfg.split_seed)
-    return DataSplits(train, val, test, cleaning={"train": train_report, "test": test_report})
+    test = stratified_subset(test, cfg.max_test, cfg.split_seed)
+    return DataSplits(train, val, test, cleaning=cleaning, label_names=label_names)
+
+
+def resolve_label_names(cfg: DataConfig, train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
+    """The run's class names: data.label_names, else the source's (a Hub ClassLabel), else `default_label_names`.
+
+    The classes the data shows must be as many as the config says (data.label_names or data.num_labels).
+    """
+    found = sorted(set(train["label"]) | set(test["label"]))
+    names = cfg.label_names or train.attrs.get("label_names") or default_label_names(max([1, *found]) + 1)
+    expected = len(cfg.label_names) if cfg.label_names else cfg.num_labels
+    if expected is not None and len(found) != expected:
+        shown = ", ".join(f"{names[i]!r}" if i < len(names) else str(i) for i in found)
+        said = f"data.label_names lists {expected}" if cfg.label_names else f"data.num_labels is {expected}"
+        raise DataError(
+            f"the data shows {len(found)} classes ({shown}) but {said}; fix data.label_names / data.num_labels, or "
+            "check data.label_column and the data path"
+        )
+    return list(names)
 
 
 def _describe(values: np.ndarray) -> dict[str, float]:
@@ -260,14 +420,21 @@ def _describe(values: np.ndarray) -> dict[str, float]:
 
 
 def dataset_stats(splits: DataSplits, tokenizer: Any | None = None, max_length: int | None = None) -> dict[str, Any]:
-    """The summary the seed studies report: counts per class, words and tokens per review, share truncated."""
+    """The summary the seed studies report: counts per class (by name), words and tokens per review, share truncated.
+
+    An empty split (no validation split: data.val_fraction 0) has no entry. A `warnings` list (also logged) is
+    added when the smallest class is under 10% of the training set.
+    """
     stats: dict[str, Any] = {"cleaning": splits.cleaning, "splits": {}}
+    names = splits.label_names
     for name in ("train", "val", "test"):
         df = getattr(splits, name)
+        if df.empty:
+            continue
         words = df["text"].str.split().str.len().to_numpy()
         entry: dict[str, Any] = {
             "n": len(df),
-            "per_class": {"negative": int((df["label"] == 0).sum()), "positive": int((df["label"] == 1).sum())},
+            "per_class": {name: int((df["label"] == i).sum()) for i, name in enumerate(names)},
             "words": _describe(words),
         }
         if tokenizer is not None:
@@ -277,4 +444,14 @@ def dataset_stats(splits: DataSplits, tokenizer: Any | None = None, max_length: 
                 entry["max_length"] = max_length
                 entry["truncated_share"] = float(np.mean(tokens > max_length))  # counts include [CLS]/[SEP]
         stats["splits"][name] = entry
+    train = stats["splits"].get("train")
+    if train:
+        smallest = min(train["per_class"], key=train["per_class"].get)
+        share = train["per_class"][smallest] / train["n"]
+        if share < SMALL_CLASS_SHARE:
+            stats["warnings"] = [
+                f"class {smallest!r} is {100 * share:.1f}% of the training set ({train['per_class'][smallest]} of "
+                f"{train['n']}): consider training.class_weights: balanced, and read its per-class metrics"
+            ]
+            log.warning("%s", stats["warnings"][0])
     return stats

@@ -9,17 +9,40 @@ import numpy as np
 CLASS_NAMES = ("negative", "positive")
 
 
-def classification_metrics(labels: Any, preds: Any) -> dict[str, Any]:
-    """Accuracy, binary (positive class) and macro precision/recall/F1, per-class table, confusion matrix."""
+def classification_metrics(
+    labels: Any, preds: Any, label_names: list[str] | tuple[str, ...] | None = None, ordinal: bool = False
+) -> dict[str, Any]:
+    """Accuracy, precision/recall/F1, per-class table, confusion matrix (rows true, columns predicted).
+
+    Two classes: F1, precision and recall are those of the positive class (id 1), plus their macro averages.
+    More classes: `f1`, `precision` and `recall` are the macro averages (every class weighs the same), with
+    `f1_macro`, `precision_macro`, `recall_macro` and `f1_weighted` beside them.
+    label_names: class names by id (default negative/positive, or class_0.. from the ids seen).
+    ordinal: the ids are ordered (stars): adds `mae` (mean |pred - label| in classes) and `within_one` (the share
+    predicted at most one class away).
+    """
     # scikit-learn takes about 0.5 s to import; predict and serve load this module (softmax) but never score
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        mean_absolute_error,
+        precision_recall_fscore_support,
+    )
 
     y = np.asarray(labels, dtype=int)
     p = np.asarray(preds, dtype=int)
-    prec, rec, f1, _ = precision_recall_fscore_support(y, p, average="binary", pos_label=1, zero_division=0)
-    mprec, mrec, mf1, _ = precision_recall_fscore_support(y, p, average="macro", labels=[0, 1], zero_division=0)
-    cp, cr, cf, cs = precision_recall_fscore_support(y, p, average=None, labels=[0, 1], zero_division=0)
-    return {
+    if label_names is None:
+        k = max(2, int(max(y.max(initial=0), p.max(initial=0))) + 1)
+        label_names = CLASS_NAMES if k == 2 else tuple(f"class_{i}" for i in range(k))
+    ids = list(range(len(label_names)))
+    mprec, mrec, mf1, _ = precision_recall_fscore_support(y, p, average="macro", labels=ids, zero_division=0)
+    _, _, wf1, _ = precision_recall_fscore_support(y, p, average="weighted", labels=ids, zero_division=0)
+    cp, cr, cf, cs = precision_recall_fscore_support(y, p, average=None, labels=ids, zero_division=0)
+    if len(ids) == 2:
+        prec, rec, f1, _ = precision_recall_fscore_support(y, p, average="binary", pos_label=1, zero_division=0)
+    else:
+        prec, rec, f1 = mprec, mrec, mf1
+    out = {
         "n": len(y),
         "accuracy": float(accuracy_score(y, p)) if len(y) else 0.0,
         "f1": float(f1),
@@ -28,12 +51,17 @@ def classification_metrics(labels: Any, preds: Any) -> dict[str, Any]:
         "f1_macro": float(mf1),
         "precision_macro": float(mprec),
         "recall_macro": float(mrec),
+        "f1_weighted": float(wf1),
         "per_class": {
             name: {"precision": float(cp[i]), "recall": float(cr[i]), "f1": float(cf[i]), "support": int(cs[i])}
-            for i, name in enumerate(CLASS_NAMES)
+            for i, name in enumerate(label_names)
         },
-        "confusion_matrix": confusion_matrix(y, p, labels=[0, 1]).tolist(),
+        "confusion_matrix": confusion_matrix(y, p, labels=ids).tolist(),
     }
+    if ordinal:
+        out["mae"] = float(mean_absolute_error(y, p)) if len(y) else 0.0
+        out["within_one"] = float(np.mean(np.abs(p - y) <= 1)) if len(y) else 0.0
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -44,9 +72,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def trainer_compute_metrics(eval_pred: Any) -> dict[str, float]:
-    """`compute_metrics` for the HF Trainer: the scalar metrics of `classification_metrics`."""
+    """`compute_metrics` for the HF Trainer: the scalar metrics of `classification_metrics` (any number of classes).
+
+    The number of classes is the logits' width, so `f1` is the positive class's for two and the macro F1 beyond.
+    """
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
-    m = classification_metrics(labels, np.argmax(logits, axis=-1))
-    return {k: m[k] for k in ("accuracy", "f1", "precision", "recall", "f1_macro")}
+    k = logits.shape[-1]
+    names = CLASS_NAMES if k == 2 else tuple(f"class_{i}" for i in range(k))
+    m = classification_metrics(labels, np.argmax(logits, axis=-1), label_names=names)
+    return {key: m[key] for key in ("accuracy", "f1", "precision", "recall", "f1_macro")}

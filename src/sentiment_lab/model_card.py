@@ -34,10 +34,18 @@ BASE_MODEL_LICENSES = {
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
+{%- if labels | length == 2 %}
 
 # {{ name }}: binary sentiment classifier
 
 A text classifier that labels an English movie review {{ labels | join(" or ") }} ({{ label_ids }}),
+{%- else %}
+
+# {{ name }}: {{ labels | length }}-class sentiment classifier
+
+A text classifier that labels an English text as one of {{ labels | length }}{{ " ordered" if ordinal else "" }}
+classes ({{ label_ids }}),
+{%- endif %}
 fine-tuned on {{ data_description }} from {{ base_description }}.
 
 ## How to use
@@ -55,8 +63,7 @@ Pass `truncation=True`: without it a review longer than the model's maximum inpu
 
 ## Data
 
-Trained on {{ data_description }}: {{ sizes.train }} training reviews, {{ sizes.val }} validation reviews
-({{ val_percent }}% of the train split held out, stratified, seed {{ split_seed }}) and {{ sizes.test }} test reviews.
+Trained on {{ data_description }}: {{ sizes.train }} training reviews, {{ split_text }}.
 {%- if preprocessing %}
 Before tokenizing, reviews were {{ preprocessing }}; plain `pipeline` does not do that.
 {%- endif %}
@@ -81,8 +88,28 @@ them. Plain `pipeline` with `truncation=True` keeps the head only
 {%- for row in result_rows %}
 | {{ row | join(" | ") }} |
 {%- endfor %}
+{%- if labels | length == 2 %}
 
 F1, precision and recall are those of the {{ labels[-1] }} class.
+{%- else %}
+
+F1, precision and recall are macro averages: the mean over the {{ labels | length }} classes, each weighing the same.
+{%- if class_rows %}
+
+Per class (test):
+
+| class | precision | recall | F1 | reviews |
+|---|---|---|---|---|
+{%- for row in class_rows %}
+| {{ row | join(" | ") }} |
+{%- endfor %}
+{%- endif %}
+{%- if ordinal_row %}
+
+The classes are ordered: predictions are on average {{ ordinal_row[0] }} classes off (MAE), and {{ ordinal_row[1] }} of
+them at most one class away.
+{%- endif %}
+{%- endif %}
 {%- if baseline_rows %}
 
 Baselines fitted on the same training reviews, scored on the same test reviews:
@@ -95,13 +122,21 @@ Baselines fitted on the same training reviews, scored on the same test reviews:
 {%- endif %}
 
 ## Intended use
+{%- if labels | length == 2 %}
 
 Sorting English movie reviews, text like the training data ({{ data_name }}), into {{ labels | join(" and ") }}:
 for example to summarise how a film was received, or to study review text.
+{%- else %}
+
+Sorting English text like the training data ({{ data_name }}) into {{ labels | join(", ") }}.
+{%- endif %}
 
 ## Limitations
-
+{% if labels | length == 2 %}
 - Binary only: mixed or neutral reviews still get {{ labels | join(" or ") }}.
+{%- else %}
+- Every text gets one of these {{ labels | length }} classes, even one that fits none of them.
+{%- endif %}
 - Trained on {{ data_name }} only; other domains (product reviews, tweets, news) and other languages are out of
   domain, and accuracy there is unknown.
 - Reviews longer than {{ max_length }} tokens are truncated; what is cut away is not read.
@@ -181,11 +216,15 @@ def _data_description(data: DataConfig, dataset_id: str | None) -> str:
     return _data_name(data, None)
 
 
-def _eval_results(metrics: dict[str, Any], dataset_id: str | None, dataset_name: str) -> list[EvalResult] | None:
-    # The validation reviews are held out of the train split, so they are reported as that split. The number of
-    # reviews is in each name: a quick run scores a sample of the test split, not all of it.
+def _eval_results(
+    metrics: dict[str, Any], dataset_id: str | None, dataset_name: str, pooled: bool = False
+) -> list[EvalResult] | None:
+    # The validation reviews are held out of the train split, so they are reported as that split; a pooled re-split
+    # draws both from train + test together, so neither is a split of the dataset's own. The number of reviews is in
+    # each name: a quick run scores a sample of the test split, not all of it.
     results = []
-    for key, split, label in (("test", "test", "Test"), ("val", "train", "Validation")):
+    splits = (("test", "pooled", "Test"), ("val", "pooled", "Validation")) if pooled else None
+    for key, split, label in splits or (("test", "test", "Test"), ("val", "train", "Validation")):
         if key not in metrics:
             continue
         n = metrics[key].get("n", metrics.get("data", {}).get(key))
@@ -204,6 +243,26 @@ def _eval_results(metrics: dict[str, Any], dataset_id: str | None, dataset_name:
                 )
             )
     return results or None
+
+
+def _split_text(data: DataConfig, sizes: dict[str, int]) -> str:
+    """How the validation and test reviews were split off, as the run's data config did it."""
+    seed = data.split_seed
+    if data.split == "pooled":
+        shares = "/".join(f"{100 * f:g}" for f in data.pooled_fractions)
+        return (
+            f"{sizes['val']} validation and {sizes['test']} test reviews (the train and test splits pooled and "
+            f"re-split {shares}, stratified, seed {seed}; so the test reviews are not the dataset's own test split)"
+        )
+    if not data.has_validation_split:
+        return (
+            f"no validation split (the whole train split trained on; the last epoch's model is kept) and "
+            f"{sizes['test']} test reviews"
+        )
+    return (
+        f"{sizes['val']} validation reviews ({data.val_fraction * 100:g}% of the train split held out, stratified, "
+        f"seed {seed}) and {sizes['test']} test reviews"
+    )
 
 
 def _truncation_text(cfg: ExperimentConfig) -> str:
@@ -264,7 +323,7 @@ def build_model_card(cfg: ExperimentConfig, metrics: dict[str, Any], labels: lis
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy", "f1"],
         model_name=cfg.name,
-        eval_results=_eval_results(metrics, dataset_id, data_name),
+        eval_results=_eval_results(metrics, dataset_id, data_name, pooled=cfg.data.split == "pooled"),
     )
     if base_model:
         base_description = f"[`{base_model}`](https://huggingface.co/{base_model})"
@@ -281,8 +340,17 @@ def build_model_card(cfg: ExperimentConfig, metrics: dict[str, Any], labels: lis
         for name, b in (metrics.get("baselines") or {}).items()
         if "test" in b
     ]
+    test = metrics.get("test") or {}
+    class_rows = [
+        [name, _score(c, "precision"), _score(c, "recall"), _score(c, "f1"), c.get("support", "")]
+        for name, c in (test.get("per_class") or {}).items()
+    ]
+    ordinal_row = [_score(test, "mae"), _score(test, "within_one")] if "mae" in test else None
     return ModelCard.from_template(
         card_data,
+        class_rows=class_rows if len(labels) > 2 else [],
+        ordinal_row=ordinal_row,
+        ordinal=cfg.data.ordinal,
         template_str=CARD_TEMPLATE,
         name=cfg.name,
         labels=labels,
@@ -291,8 +359,7 @@ def build_model_card(cfg: ExperimentConfig, metrics: dict[str, Any], labels: lis
         data_description=_data_description(cfg.data, dataset_id),
         data_name=data_name,
         sizes=metrics["data"],
-        val_percent=f"{cfg.data.val_fraction * 100:g}",
-        split_seed=cfg.data.split_seed,
+        split_text=_split_text(cfg.data, metrics["data"]),
         preprocessing=" and ".join(preprocessing),
         max_length=cfg.tokenization.max_length,
         truncation=cfg.tokenization.truncation,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from sentiment_lab.config import ModelConfig
 from sentiment_lab.errors import ModelError
+
+log = logging.getLogger("sentiment_lab")
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
 LABEL2ID = {v: k for k, v in ID2LABEL.items()}
@@ -85,11 +90,34 @@ def load_tokenizer(name: str) -> Any:
         raise _load_error(name, exc) from None
 
 
+@dataclass(frozen=True)
+class ArchitectureNames:
+    """Where an encoder architecture keeps what the recipe changes: the config keys of the classifier and
+    attention dropouts, and the dotted path of its list of transformer blocks under `model.base_model`."""
+
+    classifier_dropout: str = "classifier_dropout"
+    attention_dropout: str = "attention_probs_dropout_prob"
+    layers: str = "encoder.layer"
+
+
+# Everything that differs between architectures, in one place. BERT's names (the default) also fit RoBERTa,
+# MiniLM, ELECTRA and DeBERTa; DistilBERT has its own. Tokens and token types need nothing here: every input is
+# built from the tokenizer's own special tokens (tokenization.special_token_frame) and no path passes
+# token_type_ids, so models without them (DistilBERT, RoBERTa) and models that default them to 0 (BERT) agree.
+ARCHITECTURE_NAMES = {
+    "distilbert": ArchitectureNames(
+        classifier_dropout="seq_classif_dropout", attention_dropout="attention_dropout", layers="transformer.layer"
+    ),
+}
+
+
+def architecture_names(model_type: str) -> ArchitectureNames:
+    """The names of a model type (`config.model_type`); BERT's for types not listed in ARCHITECTURE_NAMES."""
+    return ARCHITECTURE_NAMES.get(model_type, ArchitectureNames())
+
+
 def _set_dropout(config: Any, dropout: float) -> None:
-    if config.model_type == "distilbert":
-        config.seq_classif_dropout = dropout
-    else:
-        config.classifier_dropout = dropout
+    setattr(config, architecture_names(config.model_type).classifier_dropout, dropout)
 
 
 def resolve_attention_dropout(value: float | str | None, cuda: bool | None = None) -> float | None:
@@ -101,8 +129,7 @@ def resolve_attention_dropout(value: float | str | None, cuda: bool | None = Non
 
 
 def _set_attention_dropout(config: Any, dropout: float, explicit: bool) -> None:
-    # BERT/RoBERTa/MiniLM name it attention_probs_dropout_prob; DistilBERT attention_dropout.
-    name = "attention_dropout" if config.model_type == "distilbert" else "attention_probs_dropout_prob"
+    name = architecture_names(config.model_type).attention_dropout
     if hasattr(config, name):
         setattr(config, name, dropout)
     elif explicit:  # `auto` leaves architectures it does not know alone
@@ -111,15 +138,35 @@ def _set_attention_dropout(config: Any, dropout: float, explicit: bool) -> None:
         )
 
 
-def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
-    """A sequence classifier with NEGATIVE/POSITIVE labels, freezing and dropout from the config."""
+def id2label_of(label_names: list[str] | None) -> dict[int, str]:
+    """The id2label of a classifier for these class names: upper-cased names (default NEGATIVE/POSITIVE)."""
+    return {i: str(n).upper() for i, n in enumerate(label_names)} if label_names else dict(ID2LABEL)
+
+
+def build_model(cfg: ModelConfig, allow_pickle: bool = False, label_names: list[str] | None = None) -> nn.Module:
+    """A sequence classifier for the run's classes (default NEGATIVE/POSITIVE), freezing and dropout from the config.
+
+    label_names: the class names by id (`DataSplits.label_names`); id2label holds them upper-cased. A base model
+    whose own classifier head has another number of classes gets a new head (its old one is dropped, with a log).
+    """
 
     name = resolve_model_name(cfg.name)
     if Path(name).is_dir():
         _check_local_folder(Path(name), allow_pickle)
+    id2label = id2label_of(label_names)
     try:
+        own = AutoConfig.from_pretrained(name, trust_remote_code=False)
+        # A checkpoint fine-tuned for another number of classes: its head cannot take these labels.
+        new_head = own.num_labels != len(id2label)
+        if new_head:
+            log.info(
+                "%s: its config has %d classes; a new %d-class head is trained", cfg.name, own.num_labels, len(id2label)
+            )
         config = AutoConfig.from_pretrained(
-            name, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, trust_remote_code=False
+            name,
+            id2label=id2label,  # sets num_labels
+            label2id={v: k for k, v in id2label.items()},
+            trust_remote_code=False,
         )
         if cfg.dropout is not None:
             _set_dropout(config, cfg.dropout)
@@ -129,7 +176,12 @@ def build_model(cfg: ModelConfig, allow_pickle: bool = False) -> nn.Module:
         # dtype: transformers 5 defaults to "auto" (the checkpoint's dtype); training keeps fp32 master weights
         # and autocast decides the compute precision.
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, trust_remote_code=False, use_safetensors=not allow_pickle or None, dtype=torch.float32
+            name,
+            config=config,
+            trust_remote_code=False,
+            use_safetensors=not allow_pickle or None,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=new_head,
         )
     except ModelError:
         raise
@@ -155,9 +207,19 @@ def load_classifier(model_dir: str | Path, allow_pickle: bool = False) -> nn.Mod
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of the encoder (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`)."""
+    """The list of transformer blocks of the encoder (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`).
+
+    An architecture not in ARCHITECTURE_NAMES whose blocks sit elsewhere is searched for the one module list of
+    `num_hidden_layers` blocks.
+    """
     base = model.base_model
     n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", None)
+    try:
+        layers = attrgetter(architecture_names(model.config.model_type).layers)(base)
+    except AttributeError:
+        layers = None
+    if isinstance(layers, nn.ModuleList) and len(layers) == n:
+        return layers
     for module in base.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module
@@ -188,9 +250,12 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def optimizer_param_groups(
     model: nn.Module, learning_rate: float, weight_decay: float, llrd: float | None = None
 ) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on bias/LayerNorm; with LLRD, layer i of L gets lr * llrd**(L - i).
+    """AdamW groups: no weight decay on bias/LayerNorm; with LLRD, layer i of L (0 = bottom) gets lr * llrd**(L-1-i).
 
-    The head (classifier, pooler) gets the base rate and the embeddings lr * llrd**(L + 1).
+    The top layer and the head (classifier, pooler, pre_classifier: everything outside the embeddings and the
+    encoder blocks) train at the base rate, each layer below at `llrd` times the one above, the embeddings at
+    lr * llrd**L (the recipe of seed 002: DistilBERT at 2e-5 and 0.95 gives 2.00e-5 on top, 1.47e-5 below).
+    Frozen parameters are left out.
     """
     layer_of: dict[int, int] = {}
     depth = 0
@@ -209,6 +274,6 @@ def optimizer_param_groups(
         decay = 0.0 if any(nd in name for nd in NO_DECAY) else weight_decay
         lr = learning_rate
         if llrd is not None and id(p) in layer_of:
-            lr = learning_rate * llrd ** (depth - layer_of[id(p)])
+            lr = learning_rate * llrd ** (depth - 1 - layer_of[id(p)])
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

@@ -49,14 +49,27 @@ def check_texts(texts: Any) -> list[str]:
     return texts
 
 
-def label_order(config: Any, stored: list[str] | None = None) -> tuple[list[str], int]:
-    """Label names by class index and the index of the positive class (0=NEGATIVE, 1=POSITIVE unless named)."""
-    if config.num_labels != 2:
-        raise ModelError(f"the model has {config.num_labels} labels; sentiment-lab predicts binary sentiment (2)")
-    names = [s.upper() for s in stored] if stored else [str(config.id2label.get(i, "")).upper() for i in range(2)]
-    if sorted(names) == ["NEGATIVE", "POSITIVE"]:
-        return names, names.index("POSITIVE")
-    return [ID2LABEL[0], ID2LABEL[1]], 1  # generic LABEL_0/LABEL_1: the project's convention
+def label_order(config: Any, stored: list[str] | None = None) -> tuple[list[str], int | None]:
+    """Label names by class index (upper case) and the index of the positive class (None unless K == 2).
+
+    Names come from the sidecar's labels, else the model's id2label. Binary keeps the project's convention:
+    NEGATIVE/POSITIVE in the model's order, generic LABEL_0/LABEL_1 read as NEGATIVE/POSITIVE.
+    """
+    k = int(config.num_labels)
+    if k < 2:
+        raise ModelError(f"the model has {k} label; a classifier needs at least 2 classes")
+    if stored and len(stored) != k:
+        raise ModelError(
+            f"the model has {k} labels but its sidecar names {len(stored)} ({', '.join(stored)}); "
+            "fix `labels` in sentiment_lab.json or delete the key to use the model's id2label"
+        )
+    id2label = {int(i): str(v) for i, v in (config.id2label or {}).items()}
+    names = [s.upper() for s in stored] if stored else [id2label.get(i, f"LABEL_{i}").upper() for i in range(k)]
+    if k == 2:
+        if sorted(names) == ["NEGATIVE", "POSITIVE"]:
+            return names, names.index("POSITIVE")
+        return [ID2LABEL[0], ID2LABEL[1]], 1  # generic LABEL_0/LABEL_1: the project's convention
+    return names, None
 
 
 class Predictor:
@@ -70,7 +83,7 @@ class Predictor:
         settings: TextSettings,
         runner: Runner,
         labels: list[str],
-        positive_index: int = 1,
+        positive_index: int | None = 1,
         temperature: float = 1.0,
         review_threshold: float = 0.70,
         onnx_file: Path | None = None,
@@ -178,20 +191,24 @@ class Predictor:
         return average_by_owner(window_logits, owners, len(texts))
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """One {label, score, prob_pos, needs_review} per text, in input order; empty texts raise InputError."""
+        """One {label, score, probs, needs_review} per text in input order, plus prob_pos for a binary model.
+
+        score is the top probability (temperature-scaled when the sidecar stores a temperature); probs maps every
+        class name to its probability. Empty texts raise InputError.
+        """
         logits = self.logits(texts)
         probs = softmax(logits.astype(np.float64) / self.temperature)
         top = probs.argmax(axis=-1)
         score = probs.max(axis=-1)
-        return [
-            {
-                "label": self.labels[int(k)],
-                "score": float(s),
-                "prob_pos": float(p[self.positive_index]),
-                "needs_review": bool(s < self.review_threshold),
-            }
-            for k, s, p in zip(top, score, probs, strict=True)
-        ]
+        out = []
+        for k, s, p in zip(top, score, probs, strict=True):
+            pred: dict[str, Any] = {"label": self.labels[int(k)], "score": float(s)}
+            if self.positive_index is not None:
+                pred["prob_pos"] = float(p[self.positive_index])
+            pred["needs_review"] = bool(s < self.review_threshold)
+            pred["probs"] = {name: float(v) for name, v in zip(self.labels, p, strict=True)}
+            out.append(pred)
+        return out
 
     def info(self) -> dict[str, Any]:
         """What the predictor does: model folder, backend, truncation, temperature, review threshold, labels."""

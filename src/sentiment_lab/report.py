@@ -20,12 +20,12 @@ from sentiment_lab.analysis import calibration as cal
 from sentiment_lab.analysis import error_tags
 from sentiment_lab.analysis import explain as ex
 from sentiment_lab.data import dataset_stats, prepare_data
-from sentiment_lab.errors import SentimentLabError
+from sentiment_lab.errors import RunDirError, SentimentLabError
 from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
 from sentiment_lab.metrics import classification_metrics
 from sentiment_lab.modeling import load_tokenizer
 from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
-from sentiment_lab.rundir import RunFolder, load_run
+from sentiment_lab.rundir import PREDICTIONS_FILE, RunFolder, load_run
 from sentiment_lab.sidecar import read_sidecar
 from sentiment_lab.stats import bootstrap_ci
 from sentiment_lab.tokenization import count_tokens
@@ -36,7 +36,7 @@ FIGURES = "figures"
 CONFIDENT_WRONG = 0.95
 CLASS_COLORS = {"negative": "#dc2626", "positive": "#16a34a"}
 SPLIT_COLORS = {"train": "#2563eb", "val": "#f59e0b", "test": "#7c3aed"}
-REPORT_COLUMNS = ("id", "label", "pred", "prob_pos", "text")  # of the test predictions
+REPORT_COLUMNS = ("id", "label", "pred", "text")  # of the test predictions, with prob_pos or prob_0 .. prob_{K-1}
 
 
 # 1. Data -----------------------------------------------------------------------------------------------------------
@@ -45,7 +45,7 @@ REPORT_COLUMNS = ("id", "label", "pred", "prob_pos", "text")  # of the test pred
 def data_section(
     run: RunFolder, tokenizer: Any | None, max_length: int | None, fig_dir: Path
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """Data stats recomputed from the run's config, histograms of words/tokens per review, class balance.
+    """Data stats recomputed from the run's config, histograms of words/tokens per review, class balance per class.
 
     Returns the section and the run's train split (None when the data could not be reloaded).
     """
@@ -59,6 +59,7 @@ def data_section(
             splits = prepare_data(cfg.data)
             out["stats"] = dataset_stats(splits, tokenizer, max_length)
             frames = {"train": splits.train, "val": splits.val, "test": splits.test}
+            frames = {name: df for name, df in frames.items() if len(df)}  # data.val_fraction 0: no val split
             out["available"] = True
         except Exception as exc:  # missing files, no network for the Hub, ...: the report still builds
             out["note"] = f"the run's data could not be reloaded ({type(exc).__name__}: {exc})"
@@ -75,9 +76,10 @@ def data_section(
         if tokenizer is not None:
             entry["tokens"] = count_tokens(tokenizer, df["text"].tolist())
         lengths[name] = entry
+    names = cal.class_names_of(run)
+    out["class_names"] = names
     out["balance"] = {
-        name: {"negative": int((df["label"] == 0).sum()), "positive": int((df["label"] == 1).sum())}
-        for name, df in frames.items()
+        name: {cls: int((df["label"] == i).sum()) for i, cls in enumerate(names)} for name, df in frames.items()
     }
     out["truncated_share"] = {
         name: float(np.mean(v["tokens"] > max_length)) for name, v in lengths.items() if "tokens" in v and max_length
@@ -127,17 +129,25 @@ def _length_figure(lengths: dict[str, dict[str, np.ndarray]], max_length: int | 
 def _balance_figure(balance: dict[str, dict[str, int]], path: Path) -> Path:
     plt = pyplot()
     names = list(balance)
+    classes = list(next(iter(balance.values())))
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for k, cls in enumerate(("negative", "positive")):
+    width = 0.76 / len(classes)  # two classes: 0.38 each
+    fig, ax = plt.subplots(figsize=(5.5 if len(classes) == 2 else 2.5 + 1.2 * len(classes), 3.4))
+    # K > 2: red to green in class-id order (sentiment scales run from negative to positive)
+    scale = plt.get_cmap("RdYlGn")(np.linspace(0.05, 0.95, len(classes))) if len(classes) > 2 else None
+    for k, cls in enumerate(classes):
         counts = [balance[n][cls] for n in names]
-        bars = ax.bar(x + (k - 0.5) * 0.38, counts, 0.38, label=cls, color=CLASS_COLORS[cls])
-        ax.bar_label(bars, fontsize=8)
+        color = CLASS_COLORS.get(cls, tuple(CLASS_COLORS.values())[k]) if scale is None else scale[k]
+        bars = ax.bar(x + (k - (len(classes) - 1) / 2) * width, counts, width, label=cls, color=color)
+        ax.bar_label(bars, fontsize=8 if len(classes) <= 3 else 6)
     ax.set_xticks(x, names)
     ax.set_xlabel("split")
     ax.set_ylabel("reviews")
     ax.set_title("Class balance per split")
-    ax.legend(fontsize=8)
+    if scale is None:
+        ax.legend(fontsize=8)
+    else:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.margins(y=0.15)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -242,12 +252,24 @@ def rates_of(cm: list[list[int]]) -> dict[str, float | None]:
 
 
 def metrics_section(run: RunFolder, fig_dir: Path, n_boot: int) -> dict[str, Any]:
-    """Test (and validation) metrics, per-class table, confusion matrix with rates, bootstrap CIs, baselines."""
+    """Test (and validation) metrics, per-class table, confusion matrix with rates, bootstrap CIs, baselines.
+
+    K > 2 classes: macro and weighted F1, an N x N confusion heatmap with class names, CIs of accuracy and macro F1,
+    and MAE / within-one accuracy when the classes are ordered.
+    """
     metrics = run.metrics
     test = run.predictions
-    m = metrics.get("test") or classification_metrics(test["label"], test["pred"])
-    out: dict[str, Any] = {"test": m, "val": metrics.get("val"), "rates": rates_of(m["confusion_matrix"])}
-    out["ci"] = {name: bootstrap_ci(test["label"], test["pred"], name, n_boot=n_boot) for name in ("accuracy", "f1")}
+    names = cal.class_names_of(run)
+    multiclass = len(names) > 2
+    if multiclass:
+        m = metrics.get("test") or classification_metrics(test["label"], test["pred"], names, cal.is_ordinal(run))
+        out: dict[str, Any] = {"test": m, "val": metrics.get("val"), "rates": None}
+    else:
+        m = metrics.get("test") or classification_metrics(test["label"], test["pred"])
+        out = {"test": m, "val": metrics.get("val"), "rates": rates_of(m["confusion_matrix"])}
+    out["multiclass"], out["class_names"] = multiclass, names
+    ci_metrics = ("accuracy", "f1_macro") if multiclass else ("accuracy", "f1")
+    out["ci"] = {name: bootstrap_ci(test["label"], test["pred"], name, n_boot=n_boot) for name in ci_metrics}
     baselines = []
     for name, b in (metrics.get("baselines") or {}).items():
         bt = b.get("test", {})
@@ -255,7 +277,10 @@ def metrics_section(run: RunFolder, fig_dir: Path, n_boot: int) -> dict[str, Any
             {"name": name, **{k: bt.get(k) for k in ("accuracy", "f1", "precision", "recall", "f1_macro")}}
         )
     out["baselines"] = baselines
-    out["figure"] = _confusion_figure(m["confusion_matrix"], fig_dir / "confusion.png")
+    if multiclass:
+        out["figure"] = _confusion_heatmap(m["confusion_matrix"], names, fig_dir / "confusion.png")
+    else:
+        out["figure"] = _confusion_figure(m["confusion_matrix"], fig_dir / "confusion.png")
     return out
 
 
@@ -288,42 +313,77 @@ def _confusion_figure(cm: list[list[int]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _confusion_heatmap(cm: list[list[int]], names: list[str], path: Path) -> Path:
+    """An N x N confusion heatmap: counts and row rates per cell, colour by the share of the true class."""
+    plt = pyplot()
+    arr = np.asarray(cm, dtype=float)
+    k = len(names)
+    rates = arr / np.maximum(arr.sum(axis=1, keepdims=True), 1)
+    side = max(4.6, 1.0 * k + 2.2)
+    fig, ax = plt.subplots(figsize=(side + 0.6, side))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fontsize = 10 if k <= 4 else 8 if k <= 7 else 6
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                f"{int(arr[i, j])}\n{100 * rates[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if rates[i, j] > 0.6 else "black",
+            )
+    ax.set_xticks(range(k), names, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Test confusion matrix (counts, row rates)")
+    fig.colorbar(im, ax=ax, label="share of the true class", fraction=0.046)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 # 4. Confidence and calibration -------------------------------------------------------------------------------------
 
 
 def confidence_section(run: RunFolder, fig_dir: Path, target_accuracy: float, store: bool) -> dict[str, Any]:
     """Error counts by confidence bucket, reliability before/after temperature scaling, abstention policy."""
     test = run.predictions
-    conf, _, ok = cal.confidence_and_correct(test["prob_pos"], test["label"])
-    out: dict[str, Any] = {"buckets": cal.confidence_bucket_table(conf, ok)}
-    if run.val_predictions is None or "logit_pos" not in test.columns:
+    k = cal.num_classes(test)
+    low = cal.lowest_confidence(k)
+    conf, _, ok = cal.frame_confidence_and_correct(test)
+    out: dict[str, Any] = {"buckets": cal.confidence_bucket_table(conf, ok, k), "num_classes": k, "low": low}
+    if run.val_predictions is None or not cal.has_logits(test):
         out["calibration"] = None
         out["note"] = "no validation logits (a baseline run?): temperature scaling and abstention need a trained run"
-        out["ece_raw"] = cal.expected_calibration_error(conf, ok)
-        out["figures"] = {"reliability": _reliability_figure([("model", conf, ok)], fig_dir / "reliability.png")}
+        out["ece_raw"] = cal.expected_calibration_error(conf, ok, low=low)
+        out["figures"] = {"reliability": _reliability_figure([("model", conf, ok)], fig_dir / "reliability.png", low)}
         return out
     calibration = cal.calibrate_run(run.path, target_accuracy, store=store and run.model_dir is not None)
     out["calibration"] = calibration
     t = calibration["temperature"]
     logits = cal.logits_of(test)
-    conf_t, _, ok_t = cal.confidence_and_correct(cal.scaled_prob_pos(logits, t), test["label"])
+    conf_t, _, ok_t = cal.scaled_confidence_and_correct(logits, test["label"], t)
     out["curve"] = json_safe(cal.coverage_curve(conf_t, ok_t).iloc[:: max(1, len(test) // 200)].to_dict("records"))
     out["figures"] = {
         "reliability": _reliability_figure(
             [("before scaling (T = 1)", conf, ok), (f"after temperature scaling (T = {t:.2f})", conf_t, ok_t)],
             fig_dir / "reliability.png",
+            low,
         ),
         "coverage": _coverage_figure(conf_t, ok_t, calibration, fig_dir / "coverage.png"),
     }
     return out
 
 
-def _reliability_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
+def _reliability_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path, low: float = 0.5) -> Path:
+    """Reliability diagrams over [low, 1] (low: 1/K, the lowest top-label probability of K classes)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
     for ax, (title, conf, ok) in zip(axes[0], panels, strict=True):
-        bins = cal.reliability_bins(conf, ok)
-        ece = cal.expected_calibration_error(conf, ok)
+        bins = cal.reliability_bins(conf, ok, low=low)
+        ece = cal.expected_calibration_error(conf, ok, low=low)
         filled = bins[bins["n"] > 0]
         width = bins["bin_high"].iloc[0] - bins["bin_low"].iloc[0]
         ax.bar(
@@ -335,7 +395,7 @@ def _reliability_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], path: 
             edgecolor="#1d4ed8",
             label="accuracy in bin",
         )
-        ax.plot([0.5, 1], [0.5, 1], "k--", linewidth=1, label="perfect calibration")
+        ax.plot([low, 1], [low, 1], "k--", linewidth=1, label="perfect calibration")
         ax.plot(
             filled["confidence"],
             filled["accuracy"],
@@ -345,15 +405,15 @@ def _reliability_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], path: 
             label="(mean confidence, accuracy)",
         )
         for _, r in filled.iterrows():
-            ax.text(r["bin_low"] + width / 2, 0.41, str(int(r["n"])), ha="center", fontsize=7, color="#374151")
-        ax.set_xlim(0.5, 1.0)
-        ax.set_ylim(0.38, 1.02)
+            ax.text(r["bin_low"] + width / 2, low - 0.09, str(int(r["n"])), ha="center", fontsize=7, color="#374151")
+        ax.set_xlim(low, 1.0)
+        ax.set_ylim(low - 0.12, 1.02)
         ax.set_xlabel("confidence (top-label probability); numbers: reviews per bin")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{title}\nECE = {100 * ece:.2f} points", fontsize=10)
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
-    fig.suptitle("Reliability on the test set (10 equal-width bins over 0.5-1)", fontsize=11)
+    fig.suptitle(f"Reliability on the test set (10 equal-width bins over {low:.2g}-1)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -396,18 +456,22 @@ def _coverage_figure(conf: np.ndarray, ok: np.ndarray, calibration: dict[str, An
 def errors_section(
     run: RunFolder, tokenizer: Any | None, max_length: int | None, fig_dir: Path, limit: int = 10
 ) -> dict[str, Any]:
-    """Most confident false positives/negatives, heuristic tags with error rates, errors vs correct statistics."""
+    """Most confident false positives/negatives (K > 2: errors), heuristic tags with error rates, errors vs correct
+    statistics."""
     test = run.predictions
-    conf, _, ok = cal.confidence_and_correct(test["prob_pos"], test["label"])
+    names = cal.class_names_of(run)
+    conf, _, ok = cal.frame_confidence_and_correct(test)
+    margin = error_tags.top2_margin(cal.class_probs(test)) if len(names) > 2 else None
     tokens = count_tokens(tokenizer, test["text"].tolist()) if tokenizer is not None else None
-    tags = error_tags.tag_reviews(test["text"].tolist(), conf, tokens, max_length)
+    tags = error_tags.tag_reviews(test["text"].tolist(), conf, tokens, max_length, margin=margin)
     out: dict[str, Any] = {
         "n_errors": int((~ok).sum()),
         "tag_table": error_tags.tag_error_table(tags, ok),
         "errors_vs_correct": error_tags.errors_vs_correct(tags, ok),
         "truncation_known": tokens is not None,
+        "kinds": ["fp", "fn"] if len(names) == 2 else ["all"],
     }
-    for kind in ("fp", "fn"):
+    for kind in out["kinds"]:
         rows = error_tags.confident_errors(test, kind, limit)
         out[kind] = [
             {
@@ -415,6 +479,7 @@ def errors_section(
                 "confidence": float(r["confidence"]),
                 "snippet": error_tags.snippet(r["text"]),
                 "tags": [error_tags.TAG_LABELS[t] for t in error_tags.TAGS if bool(tags.loc[i, t])],
+                **({"label_name": names[int(r["label"])], "pred_name": names[int(r["pred"])]} if kind == "all" else {}),
             }
             for i, r in rows.iterrows()
         ]
@@ -454,7 +519,9 @@ def _tag_figure(table: list[dict[str, Any]], path: Path) -> Path:
 def label_noise_section(run: RunFolder, train: pd.DataFrame | None, limit: int = 10) -> dict[str, Any]:
     """Confidently wrong test reviews (>= 95%), and confident learning on the train split when it is available."""
     test = run.predictions
-    wrong = pd.concat([error_tags.confident_errors(test, k, len(test), CONFIDENT_WRONG) for k in ("fp", "fn")])
+    names = cal.class_names_of(run)
+    kinds = ("fp", "fn") if len(names) == 2 else ("all",)
+    wrong = pd.concat([error_tags.confident_errors(test, k, len(test), CONFIDENT_WRONG) for k in kinds])
     wrong = wrong.sort_values("confidence", ascending=False)
     out: dict[str, Any] = {
         "threshold": CONFIDENT_WRONG,
@@ -463,6 +530,8 @@ def label_noise_section(run: RunFolder, train: pd.DataFrame | None, limit: int =
             {
                 "id": str(r["id"]),
                 "label": int(r["label"]),
+                "label_name": _class_name(names, int(r["label"])),
+                "pred_name": _class_name(names, int(r["pred"])),
                 "confidence": float(r["confidence"]),
                 "snippet": error_tags.snippet(r["text"]),
             }
@@ -476,10 +545,18 @@ def label_noise_section(run: RunFolder, train: pd.DataFrame | None, limit: int =
     res = error_tags.label_issues(train["text"].tolist(), train["label"].to_numpy(), limit=limit)
     for item in res["top"]:
         item["id"] = str(train["id"].iloc[item["index"]])
+        item["label_name"] = _class_name(names, item["label"])
         item["snippet"] = error_tags.snippet(item.pop("text"))
     res.pop("issue_indices")
     out["cleanlab"] = res
     return out
+
+
+def _class_name(names: list[str], label: int) -> str:
+    """A class's name for the page (binary: positive/negative, as the page always said)."""
+    if len(names) == 2:
+        return "positive" if label == 1 else "negative"
+    return names[label] if 0 <= label < len(names) else str(label)
 
 
 # 7. Explanations ---------------------------------------------------------------------------------------------------
@@ -487,20 +564,25 @@ def label_noise_section(run: RunFolder, train: pd.DataFrame | None, limit: int =
 
 def pick_explained(test: pd.DataFrame, n: int) -> list[tuple[int, str]]:
     """Indices to explain: the most confident errors (two thirds) and the most confident correct of each class."""
-    p = test["prob_pos"].to_numpy(dtype=float)
-    conf = np.maximum(p, 1 - p)
+    if "prob_pos" in test.columns:
+        p = test["prob_pos"].to_numpy(dtype=float)
+        conf = np.maximum(p, 1 - p)
+        classes: list[int] = [0, 1]
+    else:
+        conf = cal.class_probs(test).max(axis=1)
+        classes = sorted(int(c) for c in np.unique(test["label"].to_numpy()))
     wrong = np.flatnonzero(test["label"].to_numpy() != test["pred"].to_numpy())
     n_correct = n // 3 if len(wrong) >= n - n // 3 else n - len(wrong)
     picked = [(int(i), "confident error") for i in wrong[np.argsort(-conf[wrong])][: n - n_correct]]
     right = np.flatnonzero(test["label"].to_numpy() == test["pred"].to_numpy())
-    by_class = [right[test["label"].to_numpy()[right] == c] for c in (0, 1)]
+    by_class = [right[test["label"].to_numpy()[right] == c] for c in classes]
     k = 0
     while len(picked) < n and any(len(b) for b in by_class):
-        pool = by_class[k % 2]
+        pool = by_class[k % len(classes)]
         if len(pool):
             best = pool[np.argmax(conf[pool])]
             picked.append((int(best), "confident correct"))
-            by_class[k % 2] = pool[pool != best]
+            by_class[k % len(classes)] = pool[pool != best]
         k += 1
     return picked
 
@@ -512,6 +594,7 @@ def explanations_section(run: RunFolder, fig_dir: Path, n: int, ig_steps: int) -
     if n <= 0:
         return {"available": False, "note": "explanations were switched off (--explanations 0)"}
     test = run.predictions
+    names = cal.class_names_of(run)
     picks = pick_explained(test, n)
     model, tokenizer, settings = ex.load_for_explanation(run.model_dir)
     start = time.perf_counter()
@@ -525,7 +608,11 @@ def explanations_section(run: RunFolder, fig_dir: Path, n: int, ig_steps: int) -
     )
     items = []
     for k, ((i, why), e) in enumerate(zip(picks, exps, strict=True)):
-        e.meta = {"id": str(test["id"].iloc[i]), "why": why}
+        e.meta = {
+            "id": str(test["id"].iloc[i]),
+            "why": why,
+            "label_name": _class_name(names, int(test["label"].iloc[i])),
+        }
         png = ex.attention_heatmap(
             e,
             fig_dir / f"attention_{k + 1}.png",
@@ -564,6 +651,12 @@ def build_report(
         raise SentimentLabError(f"--ig-steps must be at least 2, got {ig_steps}")
     started = time.perf_counter()
     run = load_run(run_dir, REPORT_COLUMNS)
+    columns = set(run.predictions.columns)
+    if "prob_pos" not in columns and not {"prob_0", "prob_1"} <= columns:
+        raise RunDirError(
+            f"{run.path / PREDICTIONS_FILE} lacks class probabilities (prob_pos, or prob_0 .. prob_{{K-1}}; it has "
+            f"{sorted(columns)}); evaluate the model again (`sentiment-lab evaluate`) to write complete predictions"
+        )
     if run.config is None:
         log.warning("report without the run's config: %s", run.config_problem)
     fig_dir = run.path / FIGURES

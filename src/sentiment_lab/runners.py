@@ -180,19 +180,41 @@ def compute_logits(
 
 
 def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
-    """id, text, label, pred, prob_pos and the raw logits for every review of a split."""
+    """id, text, label, pred, the probabilities and the raw logits for every review of a split.
+
+    Two classes: prob_pos, logit_neg, logit_pos. K > 2: confidence (the top probability), prob_0 .. prob_{K-1},
+    logit_0 .. logit_{K-1}. `logits_of` reads the logits back for any K.
+    """
     probs = softmax(logits)
-    return pd.DataFrame(
-        {
-            "id": df["id"].to_numpy(),
-            "text": df["text"].to_numpy(),
-            "label": df["label"].to_numpy(),
-            "pred": logits.argmax(axis=-1),
-            "prob_pos": probs[:, 1],
-            "logit_neg": logits[:, 0],
-            "logit_pos": logits[:, 1],
-        }
-    )
+    columns = {
+        "id": df["id"].to_numpy(),
+        "text": df["text"].to_numpy(),
+        "label": df["label"].to_numpy(),
+        "pred": logits.argmax(axis=-1),
+    }
+    k = logits.shape[-1]
+    if k == 2:
+        columns |= {"prob_pos": probs[:, 1], "logit_neg": logits[:, 0], "logit_pos": logits[:, 1]}
+    else:
+        columns["confidence"] = probs.max(axis=-1)
+        columns |= {f"prob_{i}": probs[:, i] for i in range(k)}
+        columns |= {f"logit_{i}": logits[:, i] for i in range(k)}
+    return pd.DataFrame(columns)
+
+
+def logits_of(frame: pd.DataFrame) -> np.ndarray:
+    """The logits (n, K) of a predictions frame: logit_neg/logit_pos for two classes, logit_0.. for more."""
+    if {"logit_neg", "logit_pos"} <= set(frame.columns):
+        return frame[["logit_neg", "logit_pos"]].to_numpy()
+    k = 0
+    while f"logit_{k}" in frame.columns:
+        k += 1
+    if k < 2:
+        raise ModelError(
+            "the predictions have no logit columns (logit_neg/logit_pos, or logit_0 .. logit_{K-1}); they were not "
+            "written by train or evaluate: re-run evaluate on the model"
+        )
+    return frame[[f"logit_{i}" for i in range(k)]].to_numpy()
 
 
 def score_split(

@@ -60,6 +60,7 @@ class ModelSidecar(BaseModel):
     format_version: Literal[1] = FORMAT_VERSION
     text: TextSettings
     labels: list[str] | None = None  # class names by index, as the model's id2label
+    ordinal: bool = False  # the classes are ordered (data.ordinal): stars, ratings
     temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False)  # calibrated softmax temperature
     abstain_threshold: float | None = Field(None, ge=0.0, le=1.0)  # needs_review below this confidence
     target_accuracy: float | None = Field(None, gt=0.0, le=1.0)  # what the threshold was chosen for

@@ -1,7 +1,8 @@
-"""Statistics for comparing predictions: bootstrap confidence intervals, McNemar's test, paired bootstrap.
+"""Statistics for comparing predictions: bootstrap confidence intervals, McNemar's test, paired bootstrap, Holm.
 
-All functions take per-review arrays (labels, predictions, or 0/1 "was correct" flags) so they work on any run.
-scipy does the distribution arithmetic; resampling uses a seeded numpy Generator so results repeat.
+All functions take per-review arrays (labels, predictions, or 0/1 "was correct" flags) so they work on any run and
+any number of classes. `scipy.stats.bootstrap` resamples (percentile method, seeded, so results repeat);
+statsmodels computes McNemar's test (`contingency_tables.mcnemar`) and the Holm adjustment (`multipletests`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 
 from sentiment_lab.errors import SentimentLabError
 
@@ -30,7 +33,48 @@ def f1_binary(labels: np.ndarray, preds: np.ndarray) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "f1": f1_binary}
+def f1_macro(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Macro F1: the unweighted mean of every class's F1 over the classes in the labels or predictions."""
+    return float(np.mean([f1_binary(labels == k, preds == k) for k in np.union1d(labels, preds)]))
+
+
+METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "f1": f1_binary, "f1_macro": f1_macro}
+
+
+def _accuracy_along(labels: np.ndarray, preds: np.ndarray, axis: int = -1) -> np.ndarray:
+    return (labels == preds).mean(axis=axis)
+
+
+def _f1_along(labels: np.ndarray, preds: np.ndarray, axis: int = -1) -> np.ndarray:
+    tp = ((preds == 1) & (labels == 1)).sum(axis=axis)
+    wrong = (preds != labels).sum(axis=axis)
+    return np.where(tp > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+
+
+def _f1_macro_along(labels: np.ndarray, preds: np.ndarray, axis: int = -1, classes: Any = None) -> np.ndarray:
+    scores = [_f1_along(labels == k, preds == k, axis) for k in classes]
+    return np.mean(scores, axis=0)
+
+
+def _percentile_bootstrap(
+    data: tuple[np.ndarray, ...],
+    statistic: Callable[..., Any],
+    vectorized: bool,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+) -> Any:
+    """scipy's paired percentile bootstrap over reviews (every array resampled with the same indices)."""
+    return stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=n_boot,
+        confidence_level=confidence,
+        method="percentile",
+        paired=True,
+        vectorized=vectorized,
+        rng=np.random.default_rng(seed),
+    )
 
 
 def _as_int_arrays(labels: Any, preds: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -53,27 +97,37 @@ def bootstrap_ci(
 ) -> dict[str, float]:
     """Percentile bootstrap CI of a metric over reviews: {estimate, low, high, confidence, n_boot}.
 
-    metric: "accuracy", "f1" or a function (labels, preds) -> float.
+    metric: "accuracy", "f1" (of class 1), "f1_macro" (any number of classes) or a function (labels, preds) -> float.
     """
     y, p = _as_int_arrays(labels, preds)
     fn = METRICS[metric] if isinstance(metric, str) else metric
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
-    if fn is accuracy:  # vectorised: the common case, thousands of resamples in milliseconds
-        samples = (y[idx] == p[idx]).mean(axis=1)
-    elif fn is f1_binary:
-        yy, pp = y[idx], p[idx]
-        tp = ((pp == 1) & (yy == 1)).sum(axis=1)
-        wrong = (pp != yy).sum(axis=1)
-        samples = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+    estimate = fn(y, p)
+    if len(y) < 2:  # one review: every resample is that review
+        low = high = float(estimate)
     else:
-        samples = np.array([fn(y[i], p[i]) for i in idx])
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(samples, [alpha, 1 - alpha])
+        if fn is accuracy:  # vectorised: the common case, thousands of resamples in milliseconds
+            statistic, vectorized = _accuracy_along, True
+        elif fn is f1_binary:
+            statistic, vectorized = _f1_along, True
+        elif fn is f1_macro:
+            classes = np.union1d(y, p)  # a class missing from a resample still counts (F1 0), as in sklearn
+
+            def statistic(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+                return _f1_macro_along(a, b, axis, classes)
+
+            vectorized = True
+        else:
+
+            def statistic(a: np.ndarray, b: np.ndarray) -> float:
+                return fn(a, b)
+
+            vectorized = False
+        res = _percentile_bootstrap((y, p), statistic, vectorized, n_boot, confidence, seed)
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return {
-        "estimate": fn(y, p),
-        "low": float(low),
-        "high": float(high),
+        "estimate": estimate,
+        "low": low,
+        "high": high,
         "confidence": confidence,
         "n_boot": n_boot,
     }
@@ -95,23 +149,15 @@ def mcnemar_test(correct_a: Any, correct_b: Any, exact: bool | None = None) -> d
 
 
 def mcnemar_from_counts(b: int, c: int, exact: bool | None = None) -> dict[str, Any]:
-    """McNemar's test from the two discordant counts b and c of a paired 2x2 table."""
+    """McNemar's test (statsmodels) from the two discordant counts b and c of a paired 2x2 table."""
     n = b + c
     use_exact = n < 25 if exact is None else exact
     if n == 0:
         return {"b": b, "c": c, "method": "none (no discordant pairs)", "statistic": 0.0, "p_value": 1.0}
-    if use_exact:
-        p = stats.binomtest(min(b, c), n, 0.5, alternative="two-sided").pvalue
-        return {"b": b, "c": c, "method": "exact binomial", "statistic": float(min(b, c)), "p_value": float(p)}
-    chi2 = (abs(b - c) - 1) ** 2 / n
-    p = stats.chi2.sf(chi2, df=1)
-    return {
-        "b": b,
-        "c": c,
-        "method": "chi-square with continuity correction",
-        "statistic": float(chi2),
-        "p_value": float(p),
-    }
+    # only the discordant cells enter the test; the concordant ones are given as 0
+    res = mcnemar([[0, b], [c, 0]], exact=use_exact, correction=True)
+    method = "exact binomial" if use_exact else "chi-square with continuity correction"
+    return {"b": b, "c": c, "method": method, "statistic": float(res.statistic), "p_value": float(res.pvalue)}
 
 
 def paired_bootstrap_diff(
@@ -128,27 +174,23 @@ def paired_bootstrap_diff(
             f"paired bootstrap needs two non-empty flag arrays of one length ({a.shape}, {b.shape})"
         )
     diff = a - b
-    rng = np.random.default_rng(seed)
-    samples = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(samples, [alpha, 1 - alpha])
     estimate = float(diff.mean())
+    if len(diff) < 2:
+        return {"estimate": estimate, "low": estimate, "high": estimate, "confidence": confidence, "p_value": 1.0}
+    res = _percentile_bootstrap((diff,), np.mean, True, n_boot, confidence, seed)
+    samples = res.bootstrap_distribution
     other_side = np.mean(samples <= 0) if estimate > 0 else np.mean(samples >= 0)
     p = 1.0 if estimate == 0 else min(1.0, 2 * float(other_side))
-    return {"estimate": estimate, "low": float(low), "high": float(high), "confidence": confidence, "p_value": p}
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"estimate": estimate, "low": low, "high": high, "confidence": confidence, "p_value": p}
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (family-wise error control when many pairs are tested)."""
     p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    m = len(p)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
+    if len(p) == 0:
+        return []
+    return [float(v) for v in multipletests(p, method="holm")[1]]
 
 
 def verdict(p_value: float, name_a: str, name_b: str, acc_a: float, acc_b: float, alpha: float = 0.05) -> str:

@@ -38,6 +38,7 @@ from sentiment_lab.data import prepare_data
 from sentiment_lab.errors import ConfigError, SentimentLabError
 from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
 from sentiment_lab.rundir import is_finished
+from sentiment_lab.tracking import TrackingGroup
 from sentiment_lab.training import train
 
 log = logging.getLogger("sentiment_lab")
@@ -295,8 +296,8 @@ def _run_summary(run: PlannedRun) -> dict[str, Any]:
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     params = (config.get("resolved") or {}).get("parameters") or {}
     out = {
-        "val_accuracy": metrics["val"]["accuracy"],
-        "val_f1": metrics["val"]["f1"],
+        "val_accuracy": (metrics.get("val") or {}).get("accuracy"),  # None: no validation split
+        "val_f1": (metrics.get("val") or {}).get("f1"),
         "test_accuracy": metrics["test"]["accuracy"],
         "test_f1": metrics["test"]["f1"],
         "test_n": metrics["test"]["n"],
@@ -416,6 +417,18 @@ def _write_comparison(out: Path, runs: list[PlannedRun], index: dict[str, Any]) 
     index["comparison"] = "comparison.html"
 
 
+def _tracking_group(out: Path, spec: SweepSpec, run: PlannedRun) -> TrackingGroup:
+    """One MLflow experiment per sweep folder (re-running a sweep adds to it); variant and seed as tags."""
+    return TrackingGroup(
+        experiment=f"sweep {out.name}",
+        tags={
+            "sentiment_lab.sweep": spec.name,
+            "sentiment_lab.variant": run.variant,
+            "sentiment_lab.seed": str(run.seed),
+        },
+    )
+
+
 def run_sweep(
     sweep_file: str | Path,
     out_dir: str | Path | None = None,
@@ -452,7 +465,7 @@ def run_sweep(
             if splits_cache is None or splits_cache[0] != data_key:
                 splits_cache = (data_key, prepare_data(run.config.data))
             try:
-                train(run.config, run.run_dir, splits=splits_cache[1])
+                train(run.config, run.run_dir, splits=splits_cache[1], tracking=_tracking_group(out, spec, run))
             except KeyboardInterrupt:
                 run.status = "interrupted"
                 raise

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pandas as pd
 import torch
 import yaml
 from accelerate import PartialState
+from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import Sampler
 from torch.utils.tensorboard import SummaryWriter
 from transformers import (
@@ -60,6 +63,7 @@ from sentiment_lab.rundir import (
 from sentiment_lab.runners import score_split
 from sentiment_lab.sidecar import ModelSidecar, TextSettings, write_sidecar
 from sentiment_lab.tokenization import tokenize_frame
+from sentiment_lab.tracking import MLflowRun, MLflowStepMetrics, TrackingGroup, check_trackers, trainer_report_to
 
 log = logging.getLogger("sentiment_lab")
 
@@ -81,8 +85,14 @@ def _validate_schedule(cfg: ExperimentConfig) -> None:
         )
 
 
-def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: ResolvedPrecision) -> Any:
-    """TrainingArguments of the recipe (transformers 5 names)."""
+def build_training_arguments(
+    cfg: ExperimentConfig, run_dir: Path, precision: ResolvedPrecision, has_val: bool = True
+) -> Any:
+    """TrainingArguments of the recipe (transformers 5 names).
+
+    has_val: False when the data has no validation split (data.val_fraction 0): nothing is evaluated during
+    training, checkpoints are still saved on the same schedule (to resume), and the final model is the last one.
+    """
     t = cfg.training
     metric = t.metric_for_best_model
     return TrainingArguments(
@@ -103,17 +113,17 @@ def build_training_arguments(cfg: ExperimentConfig, run_dir: Path, precision: Re
         bf16=precision.name == "bf16",
         fp16=precision.name == "fp16",
         use_cpu=precision.device == "cpu",
-        eval_strategy=t.eval_strategy,
+        eval_strategy=t.eval_strategy if has_val else "no",
         eval_steps=t.eval_steps,
         save_strategy=t.eval_strategy,
         save_steps=t.save_steps or t.eval_steps,
         save_total_limit=t.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=f"eval_{metric}",
+        load_best_model_at_end=has_val,
+        metric_for_best_model=f"eval_{metric}" if has_val else None,
         greater_is_better=metric != "loss",
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=trainer_report_to(t.report_to),  # TensorBoard and MLflow are the recipe's own callbacks
         seed=t.seed,
         data_seed=t.seed,
         train_sampling_strategy="random",  # group_by_length: LengthBucketTrainer's sampler replaces it
@@ -165,6 +175,55 @@ class LengthBucketTrainer(Trainer):
         return ShuffledLengthBuckets([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
 
 
+class WeightedLossTrainer(Trainer):
+    """Trainer whose loss is cross-entropy weighted per class (`training.class_weights`).
+
+    class_weights: one weight per class id. The loss is the weighted mean of each batch, as torch's
+    `cross_entropy(weight=...)` computes it; the Trainer divides it by the gradient accumulation steps.
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, class_weights: torch.Tensor, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"]
+        weight = self.class_weights.to(device=logits.device, dtype=torch.float32)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+
+class WeightedLengthBucketTrainer(WeightedLossTrainer, LengthBucketTrainer):
+    """Weighted cross-entropy (`WeightedLossTrainer`) over length-grouped batches (`LengthBucketTrainer`)."""
+
+
+def resolve_class_weights(setting: str | list[float], labels: np.ndarray, label_names: list[str]) -> np.ndarray | None:
+    """The per-class loss weights of `training.class_weights`: None for none; balanced is sklearn's
+    `compute_class_weight("balanced")` on the training labels (n / (K * count of the class)); a list is checked
+    to have one weight per class."""
+    k = len(label_names)
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        missing = [label_names[i] for i in range(k) if i not in set(labels.tolist())]
+        if missing:
+            raise ConfigError(
+                f"training.class_weights: balanced needs every class in the training data; {missing} has none "
+                "(give a list of weights, or fix the data)"
+            )
+        return compute_class_weight("balanced", classes=np.arange(k), y=labels)
+    if len(setting) != k:
+        raise ConfigError(
+            f"training.class_weights lists {len(setting)} weights but the data has {k} classes "
+            f"({', '.join(label_names)}); give one weight per class in that order, or use balanced"
+        )
+    return np.asarray(setting, dtype=np.float64)
+
+
 def history_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per logged step: training loss/lr/grad norm and validation metrics merged by step."""
     rename = {"loss": "train_loss", "learning_rate": "lr", "eval_loss": "val_loss"}
@@ -197,6 +256,39 @@ def _attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
+# Deterministic cuBLAS needs a fixed workspace (PyTorch's reproducibility notes: this value, or :16:8, slower), set
+# before the process's first cuBLAS call; `train` sets it before its own first one unless the user set it already.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device) -> Iterator[None]:
+    """`training.deterministic`: torch's deterministic kernels (and cuDNN's) for the run, the previous mode after.
+
+    The settings of transformers' `enable_full_determinism`, except that an op with no deterministic kernel warns
+    (warn_only) instead of stopping a long GPU run halfway, CUDA_LAUNCH_BLOCKING (which serializes every kernel)
+    stays unset, and the process is not left deterministic for whatever runs next (a sweep's other runs).
+    """
+    if not enabled:
+        yield
+        return
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
+
+
 class LogToFileCallback(TrainerCallback):
     """Mirrors every Trainer log line into train.log (main process only)."""
 
@@ -211,11 +303,13 @@ def train(
     overwrite: bool = False,
     splits: DataSplits | None = None,
     callbacks: list[Any] | None = None,
+    tracking: TrackingGroup | None = None,
 ) -> dict[str, Any]:
     """Fine-tune and evaluate as configured; returns the metrics written to RUN_DIR/metrics.json.
 
     splits: data already prepared (a sweep or a tuning study reuses it across runs).
     callbacks: extra `transformers.TrainerCallback`s (e.g. Optuna pruning), added after ours.
+    tracking: the MLflow experiment and tags of the run (a sweep or study groups its runs); default the config's name.
     """
     run_dir = Path(out_dir)
     resume = cfg.training.resume
@@ -223,25 +317,52 @@ def train(
     if main:
         check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     _validate_schedule(cfg)
+    check_trackers(cfg.training.report_to)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
 
     # Everything a user can get wrong is checked before the run folder is touched.
     splits = splits or prepare_data(cfg.data)
+    class_weights = resolve_class_weights(
+        cfg.training.class_weights, splits.train["label"].to_numpy(), splits.label_names
+    )
     tokenizer = load_tokenizer(cfg.model.name)
+    # random, numpy, torch and every CUDA device; the Trainer seeds again (same seed) and data_seed orders batches
     set_seed(cfg.training.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, label_names=splits.label_names)
     settings = TextSettings.from_config(cfg)
-    precision = resolve_precision(cfg.training.precision, default_device(), purpose="training")
+    device = default_device()
+    precision = resolve_precision(cfg.training.precision, device, purpose="training")
 
     if overwrite and main:
         reset_run_dir(run_dir)
-    with run_lock(run_dir) if main else contextlib.nullcontext():
+    # Not TrainingArguments(full_determinism=True): the Trainer would call enable_full_determinism (see above).
+    with (
+        deterministic_algorithms(cfg.training.deterministic, device),
+        run_lock(run_dir) if main else contextlib.nullcontext(),
+    ):
         handler = _attach_file_log(run_dir) if main else logging.NullHandler()
+        group = tracking or TrackingGroup()
+        use_mlflow = main and "mlflow" in cfg.training.report_to
+        mlflow_run = MLflowRun(run_dir, group.experiment or cfg.name, group.tags) if use_mlflow else None
         try:
             return _train_in_run_dir(
-                cfg, run_dir, splits, tokenizer, model, settings, precision, resume, callbacks or []
+                cfg,
+                run_dir,
+                splits,
+                tokenizer,
+                model,
+                settings,
+                precision,
+                resume,
+                callbacks or [],
+                mlflow_run,
+                class_weights=class_weights,
             )
+        except BaseException:
+            if mlflow_run:
+                mlflow_run.abort()
+            raise
         finally:
             for name in ("sentiment_lab", "sentiment_lab.steps", "transformers"):
                 logging.getLogger(name).removeHandler(handler)
@@ -258,6 +379,8 @@ def _train_in_run_dir(
     precision: ResolvedPrecision,
     resume: bool,
     extra_callbacks: list[Any],
+    mlflow_run: MLflowRun | None = None,
+    class_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     resolved = config_to_dict(cfg)
     resolved["resolved"] = {
@@ -266,12 +389,18 @@ def _train_in_run_dir(
         "precision_note": precision.note,  # set when the requested precision fell back on this device
         "attention_dropout": resolve_attention_dropout(cfg.model.attention_dropout),  # None: the model's own
         "device": precision.device,
+        # training.deterministic as applied: torch's deterministic kernels on (warn-only) for this run
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         "threads": torch.get_num_threads(),
         "parameters": count_parameters(model),
         "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "cleaning": splits.cleaning,
         "environment": environment_info(),
     }
+    if len(splits.label_names) > 2 or cfg.data.label_names:  # binary IMDb runs keep their config.yaml as it was
+        resolved["resolved"]["label_names"] = splits.label_names
+    if class_weights is not None:
+        resolved["resolved"]["class_weights"] = [float(w) for w in class_weights]
     if is_main_process():
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     if precision.note:  # here, once the run's train.log is attached, and on the console
@@ -279,7 +408,8 @@ def _train_in_run_dir(
     log.info("run %s: train %d, val %d, test %d reviews", run_dir, len(splits.train), len(splits.val), len(splits.test))
 
     train_ds = tokenize_frame(splits.train, tokenizer, settings)
-    val_ds = tokenize_frame(splits.val, tokenizer, settings)
+    has_val = len(splits.val) > 0
+    val_ds = tokenize_frame(splits.val, tokenizer, settings) if has_val else None
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
     collator = DataCollatorWithPadding(tokenizer, padding=pad_to, max_length=settings.max_length)
 
@@ -293,15 +423,25 @@ def _train_in_run_dir(
         )
 
     callbacks: list[Any] = [LogToFileCallback()]
-    if is_main_process():  # a SummaryWriter creates its event file at once: one writer, one file
+    # a SummaryWriter creates its event file at once: one writer, one file
+    if is_main_process() and "tensorboard" in cfg.training.report_to:
         callbacks.insert(0, TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard"))))
-    if cfg.training.early_stopping_patience:
+    if mlflow_run:
+        mlflow_run.start(resolved)  # a store that cannot be written: one warning, and the run goes on
+        if mlflow_run.active:
+            callbacks.append(MLflowStepMetrics(mlflow_run))
+    if cfg.training.early_stopping_patience and has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     callbacks.extend(extra_callbacks)
-    trainer_class = LengthBucketTrainer if cfg.training.group_by_length else Trainer
+    if class_weights is None:
+        trainer_class, weighting = (LengthBucketTrainer if cfg.training.group_by_length else Trainer), {}
+    else:
+        trainer_class = WeightedLengthBucketTrainer if cfg.training.group_by_length else WeightedLossTrainer
+        weighting = {"class_weights": torch.tensor(class_weights, dtype=torch.float32)}
     trainer = trainer_class(
+        **weighting,
         model=model,
-        args=build_training_arguments(cfg, run_dir, precision),
+        args=build_training_arguments(cfg, run_dir, precision, has_val),
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
@@ -336,6 +476,8 @@ def _train_in_run_dir(
         write_json_atomic(run_dir / "metrics.json", metrics)
         if not cfg.training.keep_checkpoints:
             shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+        if mlflow_run:  # after metrics.json: the run folder is complete whatever the store does
+            mlflow_run.finish(metrics, int(trainer.state.global_step))
     return metrics
 
 
@@ -354,7 +496,7 @@ def _evaluate_and_save(
         shutil.rmtree(model_tmp)
     trainer.save_model(str(model_tmp))
     labels = [trainer.model.config.id2label[i] for i in range(trainer.model.config.num_labels)]
-    write_sidecar(model_tmp, ModelSidecar(text=settings, labels=labels))
+    write_sidecar(model_tmp, ModelSidecar(text=settings, labels=labels, ordinal=cfg.data.ordinal))
     (model_tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml has the recipe
     if (run_dir / MODEL_DIR).exists():
         shutil.rmtree(run_dir / MODEL_DIR)
@@ -364,18 +506,23 @@ def _evaluate_and_save(
         "precision": precision.name,
         "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
     }
+    if len(splits.label_names) > 2:  # binary metrics.json stays as it was: negative/positive
+        metrics["labels"] = splits.label_names
     for split, name in (("val", "val_predictions.parquet"), ("test", "predictions.parquet")):
         df = getattr(splits, split)
+        if df.empty:  # no validation split: no val metrics, no val_predictions.parquet
+            continue
         preds, logits, elapsed = score_split(
             trainer.model, tokenizer, df, settings, precision, cfg.training.eval_batch_size
         )
         write_parquet_atomic(run_dir / name, preds)
-        metrics[split] = classification_metrics(preds["label"], preds["pred"])
+        metrics[split] = classification_metrics(preds["label"], preds["pred"], splits.label_names, cfg.data.ordinal)
         metrics[split]["loss"] = _nll(logits, df["label"].to_numpy())
         if split == "test":
             metrics["eval_samples_per_s"] = len(df) / elapsed if elapsed > 0 else math.nan
     if cfg.evaluation.baselines:
-        metrics["baselines"] = {name: res["metrics"] for name, res in fit_baselines(splits).items()}
+        baselines = fit_baselines(splits, ordinal=cfg.data.ordinal)
+        metrics["baselines"] = {name: res["metrics"] for name, res in baselines.items()}
     return metrics
 
 

@@ -46,6 +46,7 @@ from sentiment_lab.data import prepare_data
 from sentiment_lab.errors import ConfigError, SentimentLabError
 from sentiment_lab.io import json_safe, write_csv_atomic, write_json_atomic, write_text_atomic
 from sentiment_lab.rendering import pyplot, save_figure
+from sentiment_lab.tracking import TrackingGroup
 from sentiment_lab.training import train
 
 log = logging.getLogger("sentiment_lab")
@@ -279,6 +280,11 @@ def tune(
         raise TuneError(f"--trials must be 0 or more, got {n_trials}")
     overrides = list(overrides or [])
     base_cfg = load_config(config_path, overrides, data_path)  # validates the config before any study exists
+    if not base_cfg.data.has_validation_split:
+        raise TuneError(
+            f"{config_path} has no validation split (data.val_fraction 0) and tuning optimises a validation "
+            "metric (the test set is never used for choices); set data.val_fraction > 0 with --set"
+        )
     space = load_space(space_path)
     check_space(space, config_path, overrides)
     out = Path(out_dir) if out_dir else Path("runs") / "tune" / base_cfg.name
@@ -327,7 +333,9 @@ def tune(
             cache.clear()
             cache[data_key] = prepare_data(cfg.data)
         kwargs = {"callbacks": [pruning_callback(trial, f"eval_{space.metric}")]} if use_callback else {}
-        train(cfg, run_dir, splits=cache[data_key], **kwargs)
+        # One MLflow experiment per study, shared by all its workers; the trial number as a tag.
+        group = TrackingGroup(f"tune {name}", {"optuna.study": name, "optuna.trial": str(trial.number)})
+        train(cfg, run_dir, splits=cache[data_key], tracking=group, **kwargs)
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         trial.set_user_attr("val_accuracy", metrics["val"]["accuracy"])
         trial.set_user_attr("train_runtime_s", metrics.get("train_runtime_s"))

@@ -1,7 +1,8 @@
 """Confidence and calibration: confidence buckets, reliability bins, ECE, temperature scaling, abstention.
 
-Confidence is the top-label probability max(p, 1 - p) of a binary classifier, so it lies in [0.5, 1].
-Temperature scaling divides the logits by one scalar T fitted on the validation set (Guo et al., 2017);
+Confidence is the top-label probability: max(p, 1 - p) of a binary classifier, in [0.5, 1]; the largest of the K
+class probabilities otherwise, in [1/K, 1]. ECE, reliability bins and the abstention threshold all work on it.
+Temperature scaling divides the K logits by one scalar T fitted on the validation set (Guo et al., 2017);
 it changes confidences, never the predicted class.
 """
 
@@ -14,23 +15,106 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentiment_lab.errors import SentimentLabError
+from sentiment_lab.errors import ModelError, SentimentLabError
 from sentiment_lab.metrics import softmax
-from sentiment_lab.rundir import MODEL_DIR, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE
-from sentiment_lab.sidecar import DEFAULT_REVIEW_THRESHOLD, SIDECAR_FILE, update_sidecar
+from sentiment_lab.rundir import MODEL_DIR, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, RunFolder
+from sentiment_lab.runners import logits_of as read_logits
+from sentiment_lab.sidecar import DEFAULT_REVIEW_THRESHOLD, SIDECAR_FILE, read_sidecar, update_sidecar
 
 CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the DistilBERT study's 50-60 ... 90-100% buckets
 DEFAULT_TARGET_ACCURACY = 0.97
 
 
 def logits_of(frame: pd.DataFrame) -> np.ndarray:
-    """The (n, 2) logits of a predictions frame, or a clear error when the run has none (a baseline run)."""
-    if not {"logit_neg", "logit_pos"} <= set(frame.columns):
+    """The (n, K) logits of a predictions frame, or a clear error when the run has none (a baseline run)."""
+    try:
+        return np.asarray(read_logits(frame), dtype=np.float64)
+    except ModelError:
         raise SentimentLabError(
-            "the predictions have no logit_neg/logit_pos columns (a baseline run?); temperature scaling needs a "
-            "neural run folder written by `sentiment-lab train`"
-        )
-    return frame[["logit_neg", "logit_pos"]].to_numpy(dtype=np.float64)
+            "the predictions have no logit_neg/logit_pos (or logit_0 .. logit_{K-1}) columns (a baseline run?); "
+            "temperature scaling needs a neural run folder written by `sentiment-lab train`"
+        ) from None
+
+
+def has_logits(frame: pd.DataFrame) -> bool:
+    """Whether a predictions frame holds the model's logits (a trained run, not a baseline)."""
+    return {"logit_neg", "logit_pos"} <= set(frame.columns) or {"logit_0", "logit_1"} <= set(frame.columns)
+
+
+def class_probs(frame: pd.DataFrame) -> np.ndarray:
+    """The (n, K) class probabilities of a predictions frame: [1 - prob_pos, prob_pos], or prob_0 .. prob_{K-1}."""
+    if "prob_pos" in frame.columns:
+        p = frame["prob_pos"].to_numpy(dtype=np.float64)
+        return np.stack([1 - p, p], axis=1)
+    k = 0
+    while f"prob_{k}" in frame.columns:
+        k += 1
+    if k >= 2:
+        return frame[[f"prob_{i}" for i in range(k)]].to_numpy(dtype=np.float64)
+    return softmax(logits_of(frame))
+
+
+def num_classes(frame: pd.DataFrame) -> int:
+    """K of a predictions frame: 2 with prob_pos; else its prob_i (or logit_i) columns; else the ids it holds."""
+    columns = set(frame.columns)
+    if "prob_pos" in columns or "logit_pos" in columns:
+        return 2
+    for prefix in ("prob_", "logit_"):
+        k = 0
+        while f"{prefix}{k}" in columns:
+            k += 1
+        if k >= 2:
+            return k
+    ids = [int(frame[c].max()) for c in ("label", "pred") if c in columns and len(frame)]
+    return max([1, *ids]) + 1
+
+
+def class_names_of(run: RunFolder) -> list[str]:
+    """The class names of a finished run, by id (lower case, as metrics.json keys them).
+
+    From the test metrics' per-class table (keyed by name, in id order), else the resolved config's
+    `label_names`, else the model sidecar's labels; a binary run without any: negative, positive.
+    """
+    k = num_classes(run.predictions)
+    per_class = (run.metrics.get("test") or {}).get("per_class") or {}
+    candidates = [
+        list(per_class),
+        list((run.raw_config.get("resolved") or {}).get("label_names") or []),
+        [n.lower() for n in (read_sidecar(run.model_dir).labels or [])] if run.model_dir is not None else [],
+    ]
+    for names in candidates:
+        if len(names) == k:
+            return [str(n) for n in names]
+    return ["negative", "positive"] if k == 2 else [f"class_{i}" for i in range(k)]
+
+
+def is_ordinal(run: RunFolder) -> bool:
+    """Whether the run's classes are ordered (data.ordinal, or the model sidecar's `ordinal`)."""
+    if run.config is not None and getattr(run.config.data, "ordinal", False):
+        return True
+    if run.model_dir is not None and getattr(read_sidecar(run.model_dir), "ordinal", False):
+        return True
+    return "mae" in (run.metrics.get("test") or {})
+
+
+def lowest_confidence(k: int) -> float:
+    """The lowest possible top-label probability of K classes (1/K): where reliability bins start."""
+    return 1.0 / k
+
+
+def frame_confidence_and_correct(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, predicted class, correct flag) of a predictions frame of any K (binary: from prob_pos)."""
+    if "prob_pos" in frame.columns:
+        return confidence_and_correct(frame["prob_pos"], frame["label"])
+    return top_confidence_and_correct(class_probs(frame), frame["label"])
+
+
+def top_confidence_and_correct(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, predicted class, correct flag) from (n, K) class probabilities and labels."""
+    p = np.asarray(probs, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    pred = p.argmax(axis=1)
+    return p.max(axis=1), pred, pred == y
 
 
 def confidence_and_correct(prob_pos: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,6 +156,15 @@ def scaled_prob_pos(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=np.float64) / temperature)[:, 1]
 
 
+def scaled_confidence_and_correct(
+    logits: np.ndarray, labels: Any, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, predicted class, correct flag) of softmax(logits / T) for any K (binary: as from prob_pos)."""
+    if logits.shape[1] == 2:
+        return confidence_and_correct(scaled_prob_pos(logits, temperature), labels)
+    return top_confidence_and_correct(softmax(np.asarray(logits, dtype=np.float64) / temperature), labels)
+
+
 def rescale_prob_pos(prob_pos: float, temperature: float) -> float:
     """A positive-class probability recomputed with the logits divided by T (two classes: sigmoid(logit / T))."""
     p = min(max(float(prob_pos), 1e-12), 1 - 1e-12)
@@ -111,12 +204,23 @@ def expected_calibration_error(confidence: Any, correct: Any, n_bins: int = 10, 
     return float((filled["n"] * (filled["accuracy"] - filled["confidence"]).abs()).sum() / total)
 
 
-def confidence_bucket_table(confidence: Any, correct: Any) -> list[dict[str, Any]]:
-    """Reviews, errors and error rate per confidence bucket 50-60 ... 90-100% (the DistilBERT study's table)."""
+def confidence_buckets(k: int = 2) -> tuple[float, ...]:
+    """Bucket edges of the confidence table: 50-60 ... 90-100% for two classes; from the tenth below 1/K otherwise."""
+    if k == 2:
+        return CONFIDENCE_BUCKETS
+    start = int(10 / k) / 10  # K = 3: 30%, K = 5: 20%
+    return tuple(round(start + 0.1 * i, 1) for i in range(round((1.0 - start) * 10) + 1))
+
+
+def confidence_bucket_table(confidence: Any, correct: Any, k: int = 2) -> list[dict[str, Any]]:
+    """Reviews, errors and error rate per confidence bucket 50-60 ... 90-100% (the DistilBERT study's table).
+
+    k: the number of classes; K > 2 buckets start at the tenth below 1/K (30-40% for three classes).
+    """
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
     rows = []
-    for lo, hi in itertools.pairwise(CONFIDENCE_BUCKETS):
+    for lo, hi in itertools.pairwise(confidence_buckets(k)):
         mask = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
         n, errors = int(mask.sum()), int((mask & ~ok).sum())
         rows.append(
@@ -201,21 +305,33 @@ def calibrate_run(
             raise SentimentLabError(f"{p} is missing; calibration needs a finished run folder (sentiment-lab train)")
     val, test = pd.read_parquet(val_path), pd.read_parquet(test_path)
     val_logits, test_logits = logits_of(val), logits_of(test)
+    if val_logits.shape[1] != test_logits.shape[1]:
+        raise SentimentLabError(
+            f"{val_path} has {val_logits.shape[1]} classes and {test_path} {test_logits.shape[1]}; both must come "
+            "from the same model (re-run evaluate)"
+        )
+    k = test_logits.shape[1]
+    low = lowest_confidence(k)
     temperature = fit_temperature(val_logits, val["label"])
 
-    out: dict[str, Any] = {"temperature": temperature, "n_bins": n_bins, "target_accuracy": target_accuracy}
+    out: dict[str, Any] = {
+        "temperature": temperature,
+        "n_bins": n_bins,
+        "target_accuracy": target_accuracy,
+        **({"num_classes": k, "bins_low": low} if k > 2 else {}),
+    }
     for split, frame, logits in (("val", val, val_logits), ("test", test, test_logits)):
-        before = confidence_and_correct(scaled_prob_pos(logits, 1.0), frame["label"])
-        after = confidence_and_correct(scaled_prob_pos(logits, temperature), frame["label"])
+        before = scaled_confidence_and_correct(logits, frame["label"], 1.0)
+        after = scaled_confidence_and_correct(logits, frame["label"], temperature)
         out[split] = {
             "n": len(frame),
             "nll_before": nll(logits, frame["label"]),
             "nll_after": nll(logits, frame["label"], temperature),
-            "ece_before": expected_calibration_error(before[0], before[2], n_bins),
-            "ece_after": expected_calibration_error(after[0], after[2], n_bins),
+            "ece_before": expected_calibration_error(before[0], before[2], n_bins, low),
+            "ece_after": expected_calibration_error(after[0], after[2], n_bins, low),
         }
-    val_conf, _, val_ok = confidence_and_correct(scaled_prob_pos(val_logits, temperature), val["label"])
-    test_conf, _, test_ok = confidence_and_correct(scaled_prob_pos(test_logits, temperature), test["label"])
+    val_conf, _, val_ok = scaled_confidence_and_correct(val_logits, val["label"], temperature)
+    test_conf, _, test_ok = scaled_confidence_and_correct(test_logits, test["label"], temperature)
     threshold = abstention_threshold(val_conf, val_ok, target_accuracy)
     out["abstain_threshold"] = threshold
     out["abstention_test"] = policy_outcome(test_conf, test_ok, threshold)

@@ -3,7 +3,9 @@
 Tags are heuristics, computed from words, not understanding: `negation` (a negator within three words before a
 polarity word), `contrast` (but/however/although ...), `short` (< 20 words), `long_truncated` (more tokens than the
 model reads), `mixed` (strong positive and strong negative lexicon words in balance), `low_margin` (confidence
-below 60%). Polarity comes from the VADER lexicon (vaderSentiment, ~7,500 rated words shipped in the wheel).
+below 60% for two classes, which is a gap under 20 points between the two classes; for K > 2 classes the same gap
+between the top two probabilities). Polarity comes from the VADER lexicon (vaderSentiment, ~7,500 rated words
+shipped in the wheel).
 Each tag's error rate is compared with the rate among all reviews, with Fisher's exact test, so a tag is shown to
 matter rather than assumed to.
 """
@@ -32,6 +34,7 @@ TAG_LABELS = {
 }
 SHORT_WORDS = 20
 LOW_MARGIN = 0.60
+LOW_MARGIN_GAP = 2 * LOW_MARGIN - 1  # the same rule for K classes: top-2 probability gap under 0.2
 NEGATION_WINDOW = 3  # words between a negator and the polarity word it flips
 POLARITY_MIN = 1.0  # |VADER valence| (scale -4..4) of a word that carries sentiment
 STRONG_MIN = 1.5  # ... of a strong word ("good" 1.9, "waste" -1.8, "bad" -2.5)
@@ -96,13 +99,24 @@ def is_mixed(strong_pos: int, strong_neg: int) -> bool:
     return lo >= MIXED_MIN_EACH and lo >= MIXED_BALANCE * hi
 
 
+def top2_margin(probs: Any) -> np.ndarray:
+    """Per review, the top class probability minus the second one, from (n, K) class probabilities."""
+    p = np.sort(np.asarray(probs, dtype=float), axis=1)
+    return p[:, -1] - p[:, -2]
+
+
 def tag_reviews(
-    texts: Sequence[str], confidence: Any | None = None, tokens: Any | None = None, max_length: int | None = None
+    texts: Sequence[str],
+    confidence: Any | None = None,
+    tokens: Any | None = None,
+    max_length: int | None = None,
+    margin: Any | None = None,
 ) -> pd.DataFrame:
     """One row per review: the text features and a boolean column per tag.
 
-    confidence: top-label probability per review (for `low_margin`); tokens: tokens per review including special
-    tokens, untruncated (for `long_truncated`, true when tokens > max_length). A tag without its input is False.
+    confidence: top-label probability per review of a binary model (for `low_margin`); margin: instead, the top-2
+    probability gap per review (`top2_margin`, any K); tokens: tokens per review including special tokens,
+    untruncated (for `long_truncated`, true when tokens > max_length). A tag without its input is False.
     """
     feats = pd.DataFrame([text_features(t) for t in texts])
     if feats.empty:
@@ -119,7 +133,9 @@ def tag_reviews(
     out["mixed"] = [
         is_mixed(p, n) for p, n in zip(feats.get("strong_pos", []), feats.get("strong_neg", []), strict=True)
     ]
-    if confidence is not None:
+    if margin is not None:
+        out["low_margin"] = np.asarray(margin, dtype=float) < LOW_MARGIN_GAP
+    elif confidence is not None:
         out["low_margin"] = np.asarray(confidence, dtype=float) < LOW_MARGIN
     else:
         out["low_margin"] = False
@@ -194,18 +210,25 @@ def snippet(text: str, limit: int = 300) -> str:
 def confident_errors(
     predictions: pd.DataFrame, kind: str, limit: int = 10, min_confidence: float = 0.0
 ) -> pd.DataFrame:
-    """False positives (`fp`) or false negatives (`fn`), most confident first, with their confidence."""
-    p = predictions["prob_pos"].to_numpy(dtype=float)
-    frame = predictions.assign(confidence=np.maximum(p, 1 - p))
-    want = (
-        (frame["label"] == 0) & (frame["pred"] == 1) if kind == "fp" else (frame["label"] == 1) & (frame["pred"] == 0)
-    )
+    """False positives (`fp`), false negatives (`fn`) or every error (`all`, any K), most confident first, with their
+    confidence (binary: from prob_pos; K > 2: the frame's `confidence` column, the top probability)."""
+    if "prob_pos" in predictions.columns:
+        p = predictions["prob_pos"].to_numpy(dtype=float)
+        frame = predictions.assign(confidence=np.maximum(p, 1 - p))
+    else:
+        frame = predictions
+    if kind == "all":
+        want = frame["label"] != frame["pred"]
+    elif kind == "fp":
+        want = (frame["label"] == 0) & (frame["pred"] == 1)
+    else:
+        want = (frame["label"] == 1) & (frame["pred"] == 0)
     picked = frame[want & (frame["confidence"] >= min_confidence)]
     return picked.sort_values("confidence", ascending=False).head(limit)
 
 
 def cross_validated_probs(texts: Sequence[str], labels: Any, folds: int = 5, seed: int = 42) -> np.ndarray:
-    """Out-of-fold (n, 2) probabilities of the TF-IDF + logistic regression baseline (each review unseen by its fit)."""
+    """Out-of-fold (n, K) probabilities of the TF-IDF + logistic regression baseline (each review unseen by its fit)."""
     # lazy: scikit-learn is heavy to import and only the label-noise section needs it
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits

@@ -65,8 +65,8 @@ def _report(args: argparse.Namespace) -> int:
 
 @command("explain")
 def _explain(args: argparse.Namespace) -> int:
-
-    result = explain(args.model, args.texts, args.out, args.ig_steps)
+    target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
+    result = explain(args.model, args.texts, args.out, args.ig_steps, target=target)
     for i, e in enumerate(result["explanations"], 1):
         top = ", ".join(f"{w} ({v:+.2f})" for w, v in e["top_tokens"]["for"][:5])
         print(f"text {i}: {e['pred_name']} ({100 * e['confidence']:.1f}%); strongest evidence: {top}")

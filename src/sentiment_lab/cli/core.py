@@ -43,8 +43,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.batch_size,
         allow_pickle=args.allow_pickle,
         precision=args.precision,
+        label_map=args.label_map,
     )
     print(metrics_table(metrics))
+    if "label_mapping" in metrics:  # another dataset's classes, counted as the model's
+        mapping = ", ".join(
+            f"{d} -> {m if m is not None else '(dropped)'}" for d, m in metrics["label_mapping"].items()
+        )
+        print(f"data classes as model classes: {mapping}")
+        for name, count in metrics["dropped"].items():
+            print(f"dropped {count} test rows of class {name!r} (no model class)")
     print(f"results: {metrics['out_dir']}/ (metrics.json, predictions.parquet)")
     return 0
 
@@ -71,24 +79,28 @@ def _data(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
         return 0
     rows = []
+    names = splits.label_names
     for name, s in stats["splits"].items():
         w, t = s["words"], s.get("tokens")
         rows.append(
             [
                 name,
                 s["n"],
-                s["per_class"]["negative"],
-                s["per_class"]["positive"],
+                *(s["per_class"][c] for c in names),
                 f"{w['mean']:.0f}/{w['median']:.0f}/{w['min']}/{w['max']}",
                 f"{t['mean']:.0f}/{t['median']:.0f}/{t['min']}/{t['max']}" if t else "-",
                 f"{100 * s['truncated_share']:.1f}%" if "truncated_share" in s else "-",
             ]
         )
-    headers = ["split", "n", "neg", "pos", "words mean/med/min/max", "tokens mean/med/min/max"]
+    # binary: the neg/pos headers as before; more classes: their names
+    classes = ["neg", "pos"] if names == ["negative", "positive"] else names
+    headers = ["split", "n", *classes, "words mean/med/min/max", "tokens mean/med/min/max"]
     print(format_table(rows, [*headers, f">{cfg.tokenization.max_length} tok"]))
     for split, c in stats["cleaning"].items():
         print(
             f"{split} source: {c['rows']} rows, {c['empty']} empty, {c['duplicates']} duplicate texts "
             f"(empty: {cfg.data.empty_policy}, duplicates: {cfg.data.duplicate_policy}); {c['kept']} kept"
         )
+    for warning in stats.get("warnings", []):
+        print(f"warning: {warning}")
     return 0

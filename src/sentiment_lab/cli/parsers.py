@@ -98,9 +98,24 @@ def add_core_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
-    p = sub.add_parser("evaluate", help="evaluate a saved model or run folder on the test set")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model or run folder on the test set (also of another dataset: --data)",
+        description="Score a model on a test split: its run's data by default, another dataset with --data (the "
+        "run's config with that path, its class settings left behind) or a CONFIG. The data's classes are matched "
+        "to the model's by name, ignoring case; where they differ, --label-map says which model class each data "
+        "class counts as, and the metrics are computed in the model's classes.",
+    )
     p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
     add_config_args(p, config_required=False)
+    p.add_argument(
+        "--label-map",
+        metavar="MAP",
+        help="DATA_CLASS=MODEL_CLASS pairs, comma-separated, or a JSON object: which model class each data class "
+        'counts as (names or ids, any case), e.g. "very negative=negative,negative=negative,neutral=,'
+        'positive=positive,very positive=positive". An empty model class (neutral=, JSON null) drops that '
+        "class's rows, counted in metrics.json. Classes named alike on both sides need no pair",
+    )
     p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
     p.add_argument("--batch-size", type=int, default=64)
     add_precision_arg(p, default=None, what="evaluation (default: the run's training.precision, else auto)")
@@ -120,7 +135,7 @@ def add_core_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register predict, export and bench."""
+    """Register predict, export, bench and push."""
     p = sub.add_parser(
         "predict",
         help="label texts, or a CSV/JSONL/Parquet file, with a saved model",
@@ -129,12 +144,36 @@ def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts to label")
-    p.add_argument("--input", help="CSV, JSONL or Parquet file to label (needs --output)")
-    p.add_argument("--output", help="predictions file (.csv, .jsonl or .parquet), written atomically")
+    p.add_argument(
+        "--input",
+        help="CSV, JSONL or Parquet file to label (needs --output); with --engine ray also a folder or a glob, "
+        "local or any URI pyarrow opens (s3://, gs://, hdfs://)",
+    )
+    p.add_argument(
+        "--output",
+        help="predictions file (.csv, .jsonl or .parquet), written atomically; with --engine ray a folder of "
+        "Parquet shards",
+    )
     p.add_argument("--text-column", default="text", help="column (or JSON key) holding the review text")
-    p.add_argument("--chunk-rows", type=int, default=1024, help="rows read and predicted at a time")
+    p.add_argument(
+        "--chunk-rows", type=int, help="rows read and predicted at a time (default 1024; with --engine ray 256)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_predictor_args(p)
+    g = p.add_argument_group('many machines (Ray; pip install "sentiment-lab[ray]")')
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: a pool of Ray workers, each loading the model once",
+    )
+    g.add_argument(
+        "--address",
+        help="Ray cluster to join: auto (the cluster of this node) or HOST:6379 (default: start Ray on this machine)",
+    )
+    g.add_argument("--workers", type=int, help="Ray workers (default: one per node)")
+    g.add_argument("--cpus-per-worker", type=int, help="threads of each Ray worker (default: the CPUs / workers)")
+    g.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds results")
 
     p = sub.add_parser(
         "export",
@@ -171,6 +210,24 @@ def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="IMDb folder (default: IMDB_DIR)")
     p.add_argument("--out", help="JSON results file (default: RUN_DIR/bench.json, or MODEL_DIR/bench.json)")
     p.add_argument("--threads", type=int, help="intra-op threads for every backend (default: torch's count)")
+
+    p = sub.add_parser(
+        "push",
+        help="upload a run's model (weights, tokenizer, card, sidecar) to the Hugging Face Hub in one commit",
+        description="Upload RUN_DIR/model/ (safetensors, tokenizer, README.md model card, sentiment_lab.json) and "
+        "optionally report.html and the ONNX export to a Hub model repository, as one commit: either every file "
+        "lands or none. Needs a token (`hf auth login` or HF_TOKEN); --dry-run lists the files and prints the card "
+        "without touching the network.",
+    )
+    p.add_argument("run_dir", metavar="RUN_OR_MODEL_DIR")
+    p.add_argument("--repo-id", required=True, help="Hub repository, USER/NAME or ORG/NAME (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--report", action="store_true", help="also upload RUN_DIR/report.html (`sentiment-lab report`)")
+    p.add_argument(
+        "--onnx", action="store_true", help="also upload the ONNX export, model/onnx/ (`sentiment-lab export`)"
+    )
+    p.add_argument("--message", help="commit message (default: names the run and its test accuracy)")
+    p.add_argument("--dry-run", action="store_true", help="print the files (paths, sizes) and the card; upload nothing")
 
 
 def add_experiments_parsers(sub: argparse._SubParsersAction) -> None:
@@ -214,6 +271,9 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("--out", default="explanations", help="output folder (default: ./explanations)")
     p.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps")
+    p.add_argument(
+        "--target", help="class to explain, by name or id (default: each text's predicted class)", default=None
+    )
 
     p = sub.add_parser("compare", help="compare runs on the same test set: CIs, McNemar, paired bootstrap")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

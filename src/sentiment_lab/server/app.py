@@ -46,7 +46,7 @@ def create_app(
     model_info: dict[str, Any] | None = None,
     explain: ExplainFn | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving `predict_batch` (texts -> [{label, score, prob_pos, needs_review}]).
+    """The FastAPI app serving `predict_batch` (texts -> [{label, score, prob_pos (two classes), needs_review, probs}]).
 
     explain: text -> {label, prob_pos, words: [{text, score}], truncated}; enables POST /v1/explain and the
     page's highlights. It runs in the model thread, one call at a time, like the batches.

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def model_explainer(predictor: Predictor, n_steps: int = 20) -> ExplainFn | None:
-    """An explain function for the predictor's model folder, or None when explanations are not possible.
+    """An explain function (text, target=None) for the predictor's model folder, or None when not possible.
 
     Reuses the predictor's torch model when it is fp32 (the model thread runs one call at a time, so sharing
     it is safe); otherwise (ONNX, or bf16/fp16 weights, too coarse for gradients) it loads the fp32 weights once.
@@ -31,19 +31,23 @@ def model_explainer(predictor: Predictor, n_steps: int = 20) -> ExplainFn | None
         except Exception as exc:  # an ONNX-only folder: serving works, explanations do not
             log.warning("explanations disabled: cannot load torch weights from %s: %s", predictor.model_dir, exc)
             return None
-    names = [str(model.config.id2label.get(i, "")).upper() for i in range(2)]
+    binary = int(model.config.num_labels) == 2
+    names = [str(model.config.id2label.get(i, "")).upper() for i in range(2)] if binary else []
     positive = names.index("POSITIVE") if "POSITIVE" in names else 1
 
-    def explain_one(text: str) -> dict[str, Any]:
-        e = explain_texts(model, tokenizer, settings, [text], n_steps)[0]
+    def explain_one(text: str, target: str | int | None = None) -> dict[str, Any]:
+        """Word evidence toward `target` (name or id); by default toward POSITIVE (binary) or the predicted class."""
+        e = explain_texts(model, tokenizer, settings, [text], n_steps, target=target)[0]
         words, scores = merge_wordpieces(e.tokens, e.attributions)
-        sign = 1.0 if e.pred == positive else -1.0  # attributions point toward the predicted class
+        # attributions point toward the target class; a binary model without one answers toward POSITIVE
+        sign = -1.0 if binary and target is None and e.pred != positive else 1.0
         # The model reads at most max_length tokens (cut as in training); the page says when words are missing.
         truncated = len(tokenizer(text, verbose=False)["input_ids"]) > len(e.tokens)
         return {
-            "label": e.label_names[e.pred].upper(),
+            "label": _label_name(predictor, e.label_names, e.pred),
             # temperature-scaled, as /v1/predict reports it for the same text
-            "prob_pos": rescale_prob_pos(e.prob_pos, predictor.temperature),
+            "prob_pos": rescale_prob_pos(e.prob_pos, predictor.temperature) if e.prob_pos is not None else None,
+            "target": None if binary and target is None else _label_name(predictor, e.label_names, e.target_class),
             "words": [
                 {"text": w, "score": sign * float(s)}
                 for w, s in zip(words, scores, strict=True)
@@ -53,3 +57,11 @@ def model_explainer(predictor: Predictor, n_steps: int = 20) -> ExplainFn | None
         }
 
     return explain_one
+
+
+def _label_name(predictor: Predictor, model_names: list[str], index: int) -> str:
+    """A class's name: the predictor's (as /v1/predict reports it) for K > 2; the model's id2label for a binary
+    model, as before."""
+    if len(model_names) > 2 and len(predictor.labels) == len(model_names):
+        return predictor.labels[index]
+    return model_names[index].upper()

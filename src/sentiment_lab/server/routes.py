@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -45,6 +46,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 NO_EXPLAINER = {404: {"model": Problem, "description": "explanations unavailable for this model"}}
 
 
+def _takes_target(explain: ExplainFn) -> bool:
+    """Whether the explain function accepts a second argument, the target class."""
+    try:
+        params = list(inspect.signature(explain).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
+
+
 def build_router(
     settings: ServerSettings,
     metrics: ServerMetrics,
@@ -54,6 +66,7 @@ def build_router(
 ) -> APIRouter:
     """The routes of one app; `state` is filled by the app's lifespan (batcher, model thread)."""
     router = APIRouter()
+    explain_takes_target = explain is not None and _takes_target(explain)
     secured = [Depends(api_key_check(settings))]
     retry_later = {"Retry-After": str(RETRY_AFTER_S)}
 
@@ -61,7 +74,7 @@ def build_router(
         "/v1/predict", response_model=PredictResponse, responses=ERROR_RESPONSES, dependencies=secured, tags=["predict"]
     )
     async def predict(body: PredictRequest) -> Any:
-        """Label texts: one {label, score, prob_pos, needs_review} per text, in order.
+        """Label texts: one {label, score, prob_pos (two classes only), needs_review, probs} per text, in order.
 
         Requests arriving together are batched into one forward pass. An empty or whitespace-only text makes
         the whole request fail with 422 naming its index (no partial answers), as do more than max_texts texts
@@ -97,7 +110,9 @@ def build_router(
         tags=["predict"],
     )
     async def explain_text(body: ExplainRequest) -> Any:
-        """Word-level evidence (integrated gradients) for one text: > 0 pushes toward POSITIVE, < 0 toward NEGATIVE.
+        """Word-level evidence (integrated gradients) for one text: > 0 pushes toward POSITIVE, < 0 toward NEGATIVE
+        (binary); toward `target` when given (a class name or id from GET /v1/model), for K > 2 models by default
+        toward the predicted class. A class the model does not have is a 422 naming its classes.
 
         Slow (tens of forward passes), so at most max_explain_pending run or wait at once; more get 503.
         """
@@ -108,12 +123,16 @@ def build_router(
         problem = check_predict_texts([body.text], settings)
         if problem:
             return problem_response(422, problem.replace("text 0", "text"))
+        if body.target is not None and not explain_takes_target:
+            return problem_response(422, "this server's explainer explains the predicted class only; omit target")
         if not state.ready:
             return problem_response(503, "the model is not ready (starting or shutting down)", retry_later)
         if state.explain_pending >= settings.max_explain_pending:
             return problem_response(503, "explanations busy; retry later", retry_later)
         state.explain_pending += 1
-        future = asyncio.get_running_loop().run_in_executor(state.executor, explain, body.text)
+        # an explain function of one argument (a custom one) is called as before
+        args = (body.text,) if body.target is None else (body.text, body.target)
+        future = asyncio.get_running_loop().run_in_executor(state.executor, explain, *args)
 
         def release(_: Any) -> None:
             state.explain_pending -= 1  # when the work ends, not when the client stops waiting

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt, StrictStr, model_serializer
 
 from sentiment_lab.server.settings import ServerSettings
 
-# text -> an ExplainResponse as a dict: {label, prob_pos, words: [{text, score}], truncated}
-ExplainFn = Callable[[str], dict[str, Any]]
+# (text[, target class name or id]) -> an ExplainResponse as a dict: {label, prob_pos, target, words: [{text,
+# score}], truncated}; a class the model does not have raises InputError. One of one argument explains the
+# predicted class only (the API then refuses a target).
+ExplainFn = Callable[..., dict[str, Any]]
 
 
 class PredictRequest(BaseModel):
@@ -25,10 +27,20 @@ class PredictRequest(BaseModel):
 class Prediction(BaseModel):
     """The label of one text."""
 
-    label: str = Field(description="NEGATIVE or POSITIVE")
+    label: str = Field(description="the predicted class (NEGATIVE or POSITIVE for a binary model)")
     score: float = Field(description="probability of the label (calibrated when the model folder stores it)")
-    prob_pos: float = Field(description="probability of POSITIVE")
+    prob_pos: float | None = Field(None, description="probability of POSITIVE (binary models; null otherwise)")
     needs_review: bool = Field(description="score below the model's review threshold: a person should look")
+    probs: dict[str, float] | None = Field(None, description="probability of every class, by class name")
+
+    # no return annotation: one would replace the model's schema in OpenAPI by a bare object
+    @model_serializer(mode="wrap")
+    def _omit_missing_probs(self, handler: SerializerFunctionWrapHandler):
+        # a predict function that gives no class probabilities (a custom one) answers without the key
+        data = handler(self)
+        if data.get("probs") is None:
+            data.pop("probs", None)
+        return data
 
 
 class PredictResponse(BaseModel):
@@ -38,14 +50,18 @@ class PredictResponse(BaseModel):
 
 
 class ExplainRequest(BaseModel):
-    """One text to explain."""
+    """One text to explain, toward the predicted class or the `target` class."""
 
     model_config = ConfigDict(extra="forbid")
     text: StrictStr
+    target: StrictStr | StrictInt | None = Field(
+        None, description="class to explain, by name or id (GET /v1/model lists them); default the predicted class"
+    )
 
 
 class WordAttribution(BaseModel):
-    """A word as the model read it (after truncation) and its evidence: > 0 toward POSITIVE, < 0 toward NEGATIVE."""
+    """A word as the model read it (after truncation) and its evidence: > 0 toward the explained class (POSITIVE
+    for a binary model), < 0 against it."""
 
     text: str
     score: float
@@ -54,10 +70,20 @@ class WordAttribution(BaseModel):
 class ExplainResponse(BaseModel):
     """Integrated-gradients evidence per word, on the model's raw (uncalibrated) output."""
 
-    label: str
-    prob_pos: float
+    label: str = Field(description="the predicted class")
+    prob_pos: float | None = Field(None, description="probability of POSITIVE (binary models; null otherwise)")
+    target: str | None = Field(None, description="the class the word scores point toward (K > 2 or a target asked)")
     words: list[WordAttribution]
     truncated: bool = Field(False, description="the text was longer than the model reads; words cover the part it read")
+
+    # no return annotation: one would replace the model's schema in OpenAPI by a bare object
+    @model_serializer(mode="wrap")
+    def _omit_missing_target(self, handler: SerializerFunctionWrapHandler):
+        # a binary model explained toward POSITIVE (no target asked) answers exactly as before the field existed
+        data = handler(self)
+        if data.get("target") is None:
+            data.pop("target", None)
+        return data
 
 
 class Problem(BaseModel):

@@ -53,7 +53,54 @@ async function loadModelInfo() {
   }
 }
 
+// A model of more than two classes: one bar per class, the predicted one first, then by probability.
+function showClassBars(p) {
+  const box = $("class-probs");
+  box.replaceChildren();
+  const entries = Object.entries(p.probs).sort((a, b) => b[1] - a[1]);
+  for (const [name, prob] of entries) {
+    const row = document.createElement("div");
+    row.className = name === p.label ? "class-row top" : "class-row";
+    const label = document.createElement("span");
+    label.className = "class-name";
+    label.textContent = name;
+    const bar = document.createElement("div");
+    bar.className = "bar class-bar";
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-label", `probability of ${name}`);
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    const percent = Math.round(prob * 1000) / 10;
+    bar.setAttribute("aria-valuenow", String(percent));
+    const fill = document.createElement("div");
+    fill.className = "bar-fill class-fill";
+    fill.style.width = `${percent}%`;
+    bar.append(fill);
+    const value = document.createElement("span");
+    value.className = "class-value muted";
+    value.textContent = `${percent}%`;
+    row.append(label, bar, value);
+    box.append(row);
+  }
+  box.hidden = false;
+}
+
 function showPrediction(p) {
+  const manyClasses = p.probs && Object.keys(p.probs).length > 2;
+  if (manyClasses) {
+    const percent = Math.round(p.score * 1000) / 10;
+    $("label").textContent = p.label;
+    $("label").className = "label";
+    $("confidence").textContent = `${percent}% confidence`;
+    document.querySelector("#result > .bar").hidden = true;
+    showClassBars(p);
+    $("needs-review").hidden = !p.needs_review;
+    $("review-note").hidden = !p.needs_review;
+    $("result").hidden = false;
+    return;
+  }
+  document.querySelector("#result > .bar").hidden = false;
+  $("class-probs").hidden = true;
   const positive = p.label.toUpperCase() === "POSITIVE";
   const kind = positive ? "positive" : "negative";
   const percent = Math.round(p.score * 1000) / 10;
@@ -82,6 +129,10 @@ function showHighlights(explanation) {
     span.title = `${word.score > 0 ? "+" : ""}${word.score.toFixed(3)}`;
     box.append(span, " ");
   }
+  // a model of more than two classes explains one class (the predicted one unless asked): name it
+  $("binary-key").hidden = Boolean(explanation.target);
+  $("target-key").hidden = !explanation.target;
+  $("target-name").textContent = explanation.target || "";
   $("truncated-note").hidden = !explanation.truncated;
   $("highlights-section").hidden = false;
 }
