@@ -5,14 +5,16 @@ the tiny model: same rows and probabilities as local predict, skipped rows count
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from sentiment_lab.batch_predict import OUTPUT_COLUMNS, predict_file
+from sentiment_lab.batch_predict import OUTPUT_COLUMNS, output_columns, predict_file
 from sentiment_lab.cli import main
 from sentiment_lab.errors import ConfigError, DataError
 from sentiment_lab.predictor import Predictor
@@ -253,3 +255,21 @@ def test_overwrite_replaces_old_shards_and_csv_goes_through_the_cli(
     assert sorted(p.name for p in out.iterdir()) == [SUMMARY_FILE, "part-00000.parquet"]
     assert pd.read_parquet(out)["id"].tolist()[0] == "r0"
     assert not list(tmp_path.glob(".out.*"))  # no temp or old folder left behind
+
+
+def test_a_model_of_three_classes_gets_local_predicts_columns(local_ray, tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "three"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    config.num_labels = 3
+    config.id2label, config.label2id = {0: "neg", 1: "neutral", 2: "pos"}, {"neg": 0, "neutral": 1, "pos": 2}
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(model_dir)
+    source = tmp_path / "reviews.parquet"
+    _reviews(12).to_parquet(source)
+    options = PredictorOptions(precision="fp32")
+    predict_files_ray(model_dir, str(source), tmp_path / "out", options, workers=1, progress=False)
+    got = pd.read_parquet(tmp_path / "out")
+    want = _local_predictions(model_dir, source, tmp_path, options, chunk=256)
+    assert list(got.columns) == list(want.columns) == [*output_columns(["NEG", "NEUTRAL", "POS"])]
+    assert got["label"].tolist() == want["label"].tolist()
+    assert (got["prob_NEUTRAL"] - want["prob_NEUTRAL"]).abs().max() < 1e-6

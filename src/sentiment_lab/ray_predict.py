@@ -39,7 +39,7 @@ from pyarrow import csv
 from pyarrow import fs as pafs
 from transformers.utils import logging as hf_logging
 
-from sentiment_lab.batch_predict import FILE_SUFFIXES
+from sentiment_lab.batch_predict import FILE_SUFFIXES, output_columns
 from sentiment_lab.errors import ConfigError, DataError, SentimentLabError
 from sentiment_lab.predictor import Predictor
 from sentiment_lab.predictor_options import PredictorOptions
@@ -56,10 +56,8 @@ SCORER_ONLY = ("kind", "worker", "restarted")  # columns of the scorer's batches
 
 
 def result_columns(labels: list[str]) -> list[str]:
-    """local predict's prediction columns for a model of these classes: prob_pos when binary, else prob_<NAME>."""
-    if len(labels) == 2:
-        return ["label", "score", "prob_pos", "needs_review"]
-    return ["label", "score", "needs_review", *(f"prob_{name}" for name in labels)]
+    """local predict's prediction columns (all but row and id) for a model of these classes."""
+    return [c for c in output_columns(labels) if c not in ("row", "id")]
 
 
 def output_schema(columns: list[str]) -> pa.Schema:

@@ -24,7 +24,9 @@ from sentiment_lab.errors import SentimentLabError
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Libraries whose warnings are notices about their own internals (deprecations, exporter passes), hidden unless -v.
 # Our own warnings, and those of any other code, stay visible.
-QUIET_LIBRARIES = r"(torch|transformers|onnx|onnxruntime|onnxscript|datasets|accelerate|captum|sklearn|optuna)(\.|$)"
+QUIET_LIBRARIES = (
+    r"(torch|transformers|onnx|onnxruntime|onnxscript|datasets|accelerate|captum|sklearn|optuna|ray|mlflow)(\.|$)"
+)
 
 
 def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
