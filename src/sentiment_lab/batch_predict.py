@@ -136,6 +136,21 @@ class _ChunkWriter:
         self.writer.close()
 
 
+def row_text(value: Any) -> tuple[str | None, str]:
+    """(the row's text, "") for a usable value, else (None, "invalid") for a missing, non-string or non-UTF-8 value
+    or (None, "empty") for an empty or whitespace-only one. Local and Ray batch prediction skip rows alike."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "invalid"
+    if not isinstance(value, str):
+        return None, "invalid"
+    if not value.strip():
+        return None, "empty"
+    return value, ""
+
+
 def check_files(source: Path, target: Path, text_column: str = "text") -> tuple[str, str]:
     """The input and output formats, or DataError for a file the prediction could not use (checked before a model
     loads): unsupported suffix, missing or empty input, output that is the input."""
@@ -184,18 +199,11 @@ def predict_file(
                 counts["malformed"] += malformed
                 keep: list[int] = []
                 for i, value in enumerate(texts):
-                    if isinstance(value, bytes):
-                        try:
-                            value = texts[i] = value.decode("utf-8")
-                        except UnicodeDecodeError:
-                            value = None
-                    if not isinstance(value, str):
-                        counts["invalid"] += 1
-                    elif not value.strip():
-                        counts["empty"] += 1
-                    else:
+                    texts[i], kind = row_text(value)
+                    if not kind:
                         keep.append(i)
                         continue
+                    counts[kind] += 1
                     if len(skipped_examples) < 10:
                         skipped_examples.append(counts["rows"] + i)
                 preds = predictor.predict([texts[i] for i in keep])

@@ -39,7 +39,7 @@ from pyarrow import csv
 from pyarrow import fs as pafs
 from transformers.utils import logging as hf_logging
 
-from sentiment_lab.batch_predict import FILE_SUFFIXES, output_columns
+from sentiment_lab.batch_predict import FILE_SUFFIXES, output_columns, row_text
 from sentiment_lab.errors import ConfigError, DataError, SentimentLabError
 from sentiment_lab.predictor import Predictor
 from sentiment_lab.predictor_options import PredictorOptions
@@ -352,17 +352,9 @@ class BatchScorer:
         kinds: list[str] = []
         keep: list[int] = []
         for i, value in enumerate(texts):
-            if isinstance(value, bytes):
-                try:
-                    value = texts[i] = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    value = None
-            if not isinstance(value, str):
-                kinds.append("invalid")
-            elif not value.strip():
-                kinds.append("empty")
-            else:
-                kinds.append("")
+            texts[i], kind = row_text(value)
+            kinds.append(kind)
+            if not kind:
                 keep.append(i)
         preds = iter(self.predictor.predict([texts[i] for i in keep]))
         rows = [self._values(next(preds)) if kind == "" else [None] * len(self.columns) for kind in kinds]
