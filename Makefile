@@ -19,9 +19,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-# Test and lint tools (pytest, ruff, Playwright, schemathesis) only where tests run: `make demo` skips them.
+# Test and lint tools (pytest, ruff, Playwright, schemathesis) and the optional extras the tests cover (ray, mlflow,
+# lora) only where tests run: `make demo` skips them.
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(BIN)/pip install --quiet -e ".[dev,ray,mlflow]"
+	$(BIN)/pip install --quiet -e ".[dev,ray,mlflow,lora]"
 	touch $@
 
 setup: $(BIN)/.installed

@@ -5,6 +5,8 @@ paired bootstrap of the accuracy difference for every pair, overlaid validation 
 seeds when several runs differ only in `training.seed`. Runs whose test reviews differ are refused: a
 difference in accuracy on different items says nothing about the models; so are runs with different label sets.
 Any number of classes: for K > 2 the F1 column is macro F1; McNemar's test is on correctness either way.
+An ensemble folder compares like a run: its config is its first member's, so its members and weights are shown as
+the config keys `ensemble.members` and `ensemble.weights`.
 """
 
 from __future__ import annotations
@@ -46,8 +48,15 @@ def _ignored(key: str) -> bool:
 
 
 def comparable_config(run: RunFolder) -> dict[str, Any]:
-    """The run's config.yaml flattened to dotted keys, without the keys that never describe the experiment."""
-    return {k: v for k, v in flatten(run.raw_config).items() if not _ignored(k)}
+    """The run's config.yaml flattened to dotted keys, without the keys that never describe the experiment.
+
+    An ensemble adds `ensemble.members` and `ensemble.weights` (its config.yaml is its first member's).
+    """
+    config = {k: v for k, v in flatten(run.raw_config).items() if not _ignored(k)}
+    if run.ensemble is not None:
+        config["ensemble.members"] = [m.name for m in run.ensemble.members]
+        config["ensemble.weights"] = [round(m.weight, 6) for m in run.ensemble.members]
+    return config
 
 
 def check_same_items(a: RunFolder, b: RunFolder, name_a: str, name_b: str) -> None:

@@ -26,14 +26,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class HubSplits(_Section):
+    """The Hub split that plays each role (SST-2's labelled test is its `validation` split)."""
+
+    train: str = "train"
+    validation: str | None = None
+    test: str | None = "test"
+
+
 class DataConfig(_Section):
     """Where the reviews come from and how they are cleaned and split."""
 
     source: Literal["imdb", "hub", "local"] = "imdb"
     path: str | None = None  # folder: train/test Parquet|CSV|JSONL files, or the aclImdb layout
+    # Files of a local copy; a relative name is looked up in `path` when that is set (a preset names its dataset's
+    # files, `--data` says where the folder is). val_file: a validation split of its own (e.g. SST's dev set)
+    # instead of holding out val_fraction of train. With split: pooled, test_file may be absent (one-file datasets).
     train_file: str | None = None
+    val_file: str | None = None
     test_file: str | None = None
     hub_id: str = "stanfordnlp/imdb"
+    hub_config: str | None = None  # the dataset's configuration on the Hub (tweet_eval: sentiment)
+    # Hub split per role; validation None holds out val_fraction of train, test None needs split: pooled.
+    hub_splits: HubSplits = Field(default_factory=lambda: HubSplits())
+    # Hub column -> this config's column, where the Hub copy names them otherwise (stanfordnlp/sst2: sentence -> text)
+    hub_columns: dict[str, str] = Field(default_factory=dict)
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
@@ -122,12 +139,41 @@ class DataConfig(_Section):
             )
         if self.split == "standard" and self.pooled_fractions != DataConfig.model_fields["pooled_fractions"].default:
             raise ValueError("pooled_fractions applies to split: pooled only; set split: pooled or remove it")
+        if self.val_file and self.val_fraction != DataConfig.model_fields["val_fraction"].default:
+            raise ValueError(
+                f"val_file ({self.val_file}) is the validation split, so val_fraction {self.val_fraction} would be "
+                "ignored; remove one of them"
+            )
+        if self.val_file and self.split == "pooled":
+            raise ValueError("val_file applies to split: standard; split: pooled re-splits every file it loads")
+        if self.val_file and not self.train_file:
+            raise ValueError("val_file needs train_file (and test_file): name the training file too")
+        if self.split == "standard" and self.train_file and not self.test_file:
+            raise ValueError(
+                f"train_file {self.train_file} has no test_file beside it; set data.test_file, or split: pooled to "
+                "re-split the one file into train/validation/test"
+            )
+        if self.test_file and not self.train_file:
+            raise ValueError(f"test_file {self.test_file} needs train_file: name the training file too")
+        if self.split == "standard" and self.hub_splits.test is None:
+            raise ValueError("hub_splits.test is empty; name the Hub split to test on, or set split: pooled")
         return self
+
+    @property
+    def reads_local(self) -> bool:
+        """Local files, not the Hub: a data path, source local, or files named without source hub.
+
+        A Hub preset names its local copy's files too (train_file: train.parquet); they are read only once a path
+        says where (`--data`, data.path), so the same preset runs online and offline.
+        """
+        return bool(self.path) or self.source == "local" or (bool(self.train_file) and self.source != "hub")
 
     @property
     def has_validation_split(self) -> bool:
         """False when no review is held out for validation (val_fraction 0, or a pooled validation share of 0)."""
-        return (self.pooled_fractions[1] if self.split == "pooled" else self.val_fraction) > 0
+        if self.split == "pooled":
+            return self.pooled_fractions[1] > 0
+        return bool(self.val_file) or self.val_fraction > 0
 
 
 class TokenizationConfig(_Section):
@@ -145,6 +191,30 @@ class TokenizationConfig(_Section):
         return self
 
 
+class LoraConfig(_Section):
+    """LoRA (`model.lora`, through peft): low-rank adapters on the named linear layers, the classifier head in full."""
+
+    r: int = Field(8, ge=1)  # rank of each adapter
+    alpha: float = Field(16.0, gt=0.0)  # the adapter's update is scaled by alpha / r
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the adapter's input
+    # Leaf names of the linear layers that get adapters (e.g. [query, value]); auto: the attention query and value
+    # projections of the architecture (modeling.ArchitectureNames.lora_targets), as in the LoRA paper.
+    target_modules: list[str] | Literal["auto"] = "auto"
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _names_or_auto(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "auto":
+            value = [value]  # --set model.lora.target_modules=query
+        if value == "auto":
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+            return list(dict.fromkeys(v.strip() for v in value))  # a repeated name would be matched twice
+        raise ValueError(
+            "target_modules must be auto or a list of the model's linear-layer names (e.g. [query, value])"
+        )
+
+
 class ModelConfig(_Section):
     """Which encoder to fine-tune and how."""
 
@@ -156,6 +226,28 @@ class ModelConfig(_Section):
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0)
     llrd: float | None = Field(None, gt=0.0, le=1.0)  # layer-wise LR decay factor; None = off
+    lora: LoraConfig | None = None  # None: full fine-tuning; docs/lora.md
+
+    @model_validator(mode="after")
+    def _lora_replaces_freezing(self) -> ModelConfig:
+        # LoRA already freezes every pretrained weight: freezing more would change nothing, and LLRD decays the rates
+        # of pretrained layers that LoRA does not update. Refused rather than ignored, so a config says what it does.
+        clash = [
+            f"model.{key}"
+            for key, on in (
+                ("freeze_embeddings", self.freeze_embeddings),
+                ("freeze_layers", self.freeze_layers > 0),
+                ("llrd", self.llrd is not None),
+            )
+            if on
+        ]
+        if self.lora is not None and clash:
+            raise ValueError(
+                f"model.lora trains only its adapters and the classifier head, every pretrained weight stays frozen, "
+                f"so {' and '.join(clash)} (freezing or decaying pretrained layers) would do nothing; remove "
+                f"{'them' if len(clash) > 1 else 'it'}, or remove model.lora to fine-tune in full"
+            )
+        return self
 
 
 class TrainingConfig(_Section):
@@ -304,9 +396,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         keys, value = parse_override(item)
         node = out
         for k in keys[:-1]:
-            if not isinstance(node.get(k, {}), dict):
+            if node.get(k) is None:  # absent, or an optional section that is off (a resolved `model.lora: null`)
+                node[k] = {}
+            if not isinstance(node[k], dict):
                 raise ConfigError(f"override '{item}': '{k}' is not a section")
-            node = node.setdefault(k, {})
+            node = node[k]
         node[keys[-1]] = value
     return out
 

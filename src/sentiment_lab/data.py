@@ -127,7 +127,7 @@ def normalize_labels(
         if isinstance(v, (bool, np.bool_)):
             return None
         if isinstance(v, (int, np.integer)) and v >= 0:
-            return int(v)
+            return lowered.get(str(int(v)), int(v))  # a map may name ids too (IMDb stars: {"1": 0, ..., "10": 3})
         if isinstance(v, str):
             s = v.strip().lower()
             if s in lowered:
@@ -202,9 +202,31 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def _load_local(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if cfg.train_file and cfg.test_file:
-        files = {"train": Path(cfg.train_file), "test": Path(cfg.test_file)}
+def _local_file(cfg: DataConfig, name: str) -> Path:
+    """A configured file name: relative names are looked up in `data.path` when that is a folder (else the cwd)."""
+    p = Path(name).expanduser()
+    base = Path(cfg.path).expanduser() if cfg.path else None
+    if not p.is_absolute() and base is not None:
+        if base.is_file():
+            raise DataError(
+                f"data path {base} is a file, but the config names its files ({name}); give the folder holding them"
+            )
+        p = base / p
+    return p
+
+
+def _load_local(cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    if cfg.train_file:
+        roles = {"train": cfg.train_file, "val": cfg.val_file, "test": cfg.test_file}
+        files = {role: _local_file(cfg, name) for role, name in roles.items() if name}
+        if cfg.path and not Path(cfg.path).expanduser().exists():
+            raise DataError(f"data path does not exist: {cfg.path} (point --data or data.path at the dataset folder)")
+        missing = [f"{p} (data.{role}_file)" for role, p in files.items() if not p.exists()]
+        if missing:
+            raise DataError(
+                f"data file not found: {', '.join(missing)}; point --data or data.path at the folder holding "
+                f"{', '.join(sorted({p.name for p in files.values()}))}"
+            )
     else:
         if not cfg.path:
             raise DataError("data.source is 'local' but neither data.path nor data.train_file/test_file is set")
@@ -217,58 +239,75 @@ def _load_local(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "(or set data.train_file and data.test_file)"
             )
         if (folder / "train" / "pos").is_dir():
-            return read_aclimdb(folder, "train"), read_aclimdb(folder, "test")
+            return {"train": read_aclimdb(folder, "train"), "test": read_aclimdb(folder, "test")}
         if (folder / "aclImdb" / "train" / "pos").is_dir():
-            return read_aclimdb(folder / "aclImdb", "train"), read_aclimdb(folder / "aclImdb", "test")
-        files = {s: _find_split_file(folder, s) for s in ("train", "test")}
-        lacking = [s for s, f in files.items() if f is None]
+            return {
+                "train": read_aclimdb(folder / "aclImdb", "train"),
+                "test": read_aclimdb(folder / "aclImdb", "test"),
+            }
+        found = {s: _find_split_file(folder, s) for s in ("train", "test")}
+        lacking = [s for s, f in found.items() if f is None]
         if lacking:
+            listed = ", ".join(sorted(p.name for p in folder.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)[:8])
             raise DataError(
                 f"data folder {folder} has no {' or '.join(lacking)} file; expected train.parquet/test.parquet "
                 "(or .csv/.jsonl) or the aclImdb layout train/pos, train/neg, test/pos, test/neg"
+                + (f"; it holds {listed}: name them with data.train_file / val_file / test_file" if listed else "")
             )
-    train, test = (_standardize(read_table(files[s]), cfg, str(files[s]), s) for s in ("train", "test"))
-    return train, test
+        files = {s: f for s, f in found.items() if f is not None}
+    return {role: _standardize(read_table(f), cfg, str(f), role) for role, f in files.items()}
 
 
-def _load_hub(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _load_hub(cfg: DataConfig) -> dict[str, pd.DataFrame]:
     import datasets  # heavy (about 1 s) and needed only for the Hub
 
+    where = f"'{cfg.hub_id}'" + (f" (configuration '{cfg.hub_config}')" if cfg.hub_config else "")
     try:
-        ds = datasets.load_dataset(cfg.hub_id)
+        ds = datasets.load_dataset(cfg.hub_id, cfg.hub_config) if cfg.hub_config else datasets.load_dataset(cfg.hub_id)
     except Exception as exc:
         raise DataError(
-            f"cannot load dataset '{cfg.hub_id}' from the Hugging Face Hub ({type(exc).__name__}). "
-            "Offline? Point at a local copy: IMDB_DIR=/path/to/imdb, --data /path/to/imdb, or data.path in the "
-            "config (a folder with train.parquet/test.parquet or the aclImdb layout). "
+            f"cannot load dataset {where} from the Hugging Face Hub ({type(exc).__name__}). "
+            "Offline? Point at a local copy: --data /path/to/folder or data.path in the config "
+            "(for IMDb also IMDB_DIR=/path/to/imdb: a folder with train.parquet/test.parquet or the aclImdb layout). "
             "HF_HUB_OFFLINE=1 skips the Hub at once"
         ) from None
-    out = []
+    roles = {"train": cfg.hub_splits.train, "val": cfg.hub_splits.validation, "test": cfg.hub_splits.test}
+    out: dict[str, pd.DataFrame] = {}
     class_names: list[str] | None = None
-    for split in ("train", "test"):
+    for role, split in roles.items():
+        if split is None:
+            continue
         if split not in ds:
-            raise DataError(f"dataset '{cfg.hub_id}' has no '{split}' split (it has {list(ds)})")
-        frame = ds[split].to_pandas()
+            key = "validation" if role == "val" else role
+            raise DataError(f"dataset {where} has no '{split}' split (it has {list(ds)}); set data.hub_splits.{key}")
+        frame = ds[split].to_pandas().rename(columns=cfg.hub_columns)
         # A ClassLabel column holds class indices in the dataset's own order; when its names are in label_map (or
         # data.label_names), labels go through the names, so a dataset whose classes are listed as [pos, neg] is not
         # inverted. Otherwise, without data.label_names, the indices are the class ids and the names the classes'.
-        names = getattr(ds[split].features.get(cfg.label_column), "names", None)
+        label_source = next((k for k, v in cfg.hub_columns.items() if v == cfg.label_column), cfg.label_column)
+        names = getattr(ds[split].features.get(label_source), "names", None)
         lowered = {str(k).lower() for k in [*cfg.label_map, *(cfg.label_names or [])]}
         if names and all(str(n).lower() in lowered for n in names):
             frame[cfg.label_column] = frame[cfg.label_column].map(dict(enumerate(names)))
         elif names and cfg.label_names is None:
             class_names = [str(n) for n in names]
-        out.append(_standardize(frame, cfg, f"{cfg.hub_id}[{split}]", split))
+        out[role] = _standardize(frame, cfg, f"{cfg.hub_id}[{split}]", role)
     if class_names:
-        out[0].attrs["label_names"] = class_names  # read by prepare_data: the run's class names
-    return out[0], out[1]
+        out["train"].attrs["label_names"] = class_names  # read by prepare_data: the run's class names
+    return out
 
 
-def load_raw_splits(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load the labelled train and test frames from the configured source."""
-    if cfg.path or (cfg.train_file and cfg.test_file) or cfg.source == "local":
+def load_sources(cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """The labelled frames of the configured source by role: `train`, and `val` / `test` where the source has them."""
+    if cfg.reads_local:
         return _load_local(cfg)
     return _load_hub(cfg)
+
+
+def load_raw_splits(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The labelled train and test frames of the configured source (test None for a one-file pooled dataset)."""
+    frames = load_sources(cfg)
+    return frames["train"], frames.get("test")
 
 
 def clean_split(df: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -358,10 +397,16 @@ def pooled_split(
     return train, val, test
 
 
-def _pool(train: pd.DataFrame, test: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The cleaned train and test frames as one pool; texts found in both are counted (dropped by policy)."""
-    pool = pd.concat([train, test], ignore_index=True)
-    dup = pool["text"].isin(set(train["text"])) & (np.arange(len(pool)) >= len(train))  # test texts also in train
+def _pool(frames: list[pd.DataFrame], cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The cleaned frames as one pool; texts found in an earlier frame are counted (dropped by policy)."""
+    pool = pd.concat(frames, ignore_index=True)
+    dup = np.zeros(len(pool), dtype=bool)
+    seen: set[str] = set()
+    offset = 0
+    for df in frames:  # duplicates within one frame were handled by clean_split; here only across frames
+        dup[offset : offset + len(df)] = df["text"].isin(seen).to_numpy()
+        seen |= set(df["text"])
+        offset += len(df)
     report = {"rows": len(pool), "empty": 0, "duplicates": int(dup.sum())}
     if cfg.duplicate_policy == "drop":
         pool = pool[~dup].reset_index(drop=True)
@@ -372,33 +417,44 @@ def _pool(train: pd.DataFrame, test: pd.DataFrame, cfg: DataConfig) -> tuple[pd.
 def prepare_data(cfg: DataConfig) -> DataSplits:
     """Load, clean, split and subset: the splits a run trains and evaluates on.
 
-    split: standard holds out `val_fraction` of the train split and tests on the source's test split; pooled pools
-    both and re-splits them by `pooled_fractions`. Either is stratified by label and seeded with `split_seed`.
+    split: standard tests on the source's test split and validates on its validation split (data.val_file,
+    data.hub_splits.validation) or else holds out `val_fraction` of the train split; pooled pools every split it
+    loads and re-splits them by `pooled_fractions`. Either is stratified by label and seeded with `split_seed`.
     """
-    train_raw, test_raw = load_raw_splits(cfg)
-    label_names = resolve_label_names(cfg, train_raw, test_raw)
-    train_clean, train_report = clean_split(train_raw, cfg)
-    test_clean, test_report = clean_split(test_raw, cfg)
-    cleaning = {"train": train_report, "test": test_report}
+    raw = load_sources(cfg)
+    if cfg.split == "standard" and "test" not in raw:
+        raise DataError(
+            "the data has no test split; name one (data.test_file, data.hub_splits.test) or set split: pooled"
+        )
+    label_names = resolve_label_names(cfg, list(raw.values()))
+    cleaned = {role: clean_split(df, cfg) for role, df in raw.items()}
+    cleaning = {role: report for role, (_, report) in cleaned.items()}
     if cfg.split == "pooled":
-        pool, cleaning["pooled"] = _pool(train_clean, test_clean, cfg)
+        pool, cleaning["pooled"] = _pool([df for df, _ in cleaned.values()], cfg)
         train, val, test = pooled_split(pool, cfg.pooled_fractions, cfg.split_seed, label_names)
+    elif "val" in cleaned:
+        if cfg.val_fraction != DataConfig.model_fields["val_fraction"].default:
+            raise DataError(
+                f"the source has a validation split (data.hub_splits.validation: {cfg.hub_splits.validation}), so "
+                f"val_fraction {cfg.val_fraction} would be ignored; remove one of them"
+            )
+        train, val, test = cleaned["train"][0], cleaned["val"][0], cleaned["test"][0]
     else:
-        train, val = stratified_split(train_clean, cfg.val_fraction, cfg.split_seed, label_names=label_names)
-        test = test_clean
+        train, val = stratified_split(cleaned["train"][0], cfg.val_fraction, cfg.split_seed, label_names=label_names)
+        test = cleaned["test"][0]
     train = stratified_subset(train, cfg.max_train, cfg.split_seed)
     val = stratified_subset(val, cfg.max_eval, cfg.split_seed)
     test = stratified_subset(test, cfg.max_test, cfg.split_seed)
     return DataSplits(train, val, test, cleaning=cleaning, label_names=label_names)
 
 
-def resolve_label_names(cfg: DataConfig, train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
+def resolve_label_names(cfg: DataConfig, frames: list[pd.DataFrame]) -> list[str]:
     """The run's class names: data.label_names, else the source's (a Hub ClassLabel), else `default_label_names`.
 
     The classes the data shows must be as many as the config says (data.label_names or data.num_labels).
     """
-    found = sorted(set(train["label"]) | set(test["label"]))
-    names = cfg.label_names or train.attrs.get("label_names") or default_label_names(max([1, *found]) + 1)
+    found = sorted(set().union(*(set(df["label"]) for df in frames)))
+    names = cfg.label_names or frames[0].attrs.get("label_names") or default_label_names(max([1, *found]) + 1)
     expected = len(cfg.label_names) if cfg.label_names else cfg.num_labels
     if expected is not None and len(found) != expected:
         shown = ", ".join(f"{names[i]!r}" if i < len(names) else str(i) for i in found)

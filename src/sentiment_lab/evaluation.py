@@ -3,6 +3,10 @@
 Cross-dataset: the data's classes are matched to the model's by name (ignoring case). Where they differ, a label
 map (`--label-map`) says which model class each data class counts as, or that its rows are dropped; metrics are
 then computed in the model's classes.
+
+An ensemble folder: every member (checked unchanged first) scores the split through the same `score_split`; the
+predictions are the weighted mean of their calibrated probabilities, and metrics.json adds each member's metrics
+on the same items and McNemar's test against the best member.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +23,22 @@ import pandas as pd
 import torch
 
 from sentiment_lab.config import DataConfig, apply_overrides, build_config, config_to_dict, load_config
-from sentiment_lab.data import prepare_data
+from sentiment_lab.data import DataSplits, prepare_data
+from sentiment_lab.ensemble import ENSEMBLE_NAME, versus_best_member
 from sentiment_lab.errors import ConfigError, DataError
 from sentiment_lab.io import write_json_atomic, write_parquet_atomic
 from sentiment_lab.metrics import classification_metrics
 from sentiment_lab.modeling import load_classifier, load_tokenizer
-from sentiment_lab.precision import default_device
+from sentiment_lab.precision import ResolvedPrecision, default_device
 from sentiment_lab.precision import resolve as resolve_precision
-from sentiment_lab.rundir import locate_model, read_run_config
-from sentiment_lab.runners import score_split
+from sentiment_lab.rundir import MODEL_DIR, is_ensemble, locate_model, read_run_config, verify_ensemble
+from sentiment_lab.runners import (
+    average_probabilities,
+    calibrated_probs,
+    predictions_frame,
+    probability_logits,
+    score_split,
+)
 from sentiment_lab.sidecar import read_sidecar
 
 log = logging.getLogger("sentiment_lab")
@@ -141,7 +153,7 @@ def evaluate_model(
     precision: str | None = None,
     label_map: str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Predict the test split with a saved model; write metrics.json and predictions.parquet to out_dir.
+    """Predict the test split with a saved model or an ensemble; write metrics.json and predictions.parquet to out_dir.
 
     The data config comes from `config`, else the run folder's config.yaml, else the defaults (IMDb). With
     `data_path` and a run's config, the run's class settings (label_map, label_names, num_labels, ordinal) are
@@ -151,7 +163,15 @@ def evaluate_model(
     re-evaluating a run on the machine that trained it reproduces its test predictions (`runners.score_split`).
     allow_pickle: load `.bin` pickle weights when the folder has no safetensors (trusted sources only).
     """
-    model_dir, run_dir = locate_model(model_or_run)
+    manifest = None
+    if is_ensemble(model_or_run):
+        manifest, members = verify_ensemble(model_or_run)  # every member there and unchanged, before any work
+        run_dir: Path | None = Path(model_or_run)
+        model_dirs = [m / MODEL_DIR for m in members]
+        shown = str(run_dir)
+    else:
+        model_dir, run_dir = locate_model(model_or_run)
+        model_dirs, shown = [model_dir], str(model_dir)
     if config or run_dir is None:
         cfg = load_config(config, overrides, data_path)
     else:
@@ -164,38 +184,103 @@ def evaluate_model(
             cfg = build_config(apply_overrides(raw, overrides or []), "run config + --set")
             if data_path:
                 cfg.data.path = data_path
-    out = Path(out_dir) if out_dir else (run_dir / "evaluation" if run_dir else Path("runs") / f"eval-{model_dir.name}")
+    out = (
+        Path(out_dir)
+        if out_dir
+        else (run_dir / "evaluation" if run_dir else Path("runs") / f"eval-{model_dirs[0].name}")
+    )
     splits = prepare_data(cfg.data)
-    tokenizer = load_tokenizer(str(model_dir))
-    model = load_classifier(model_dir, allow_pickle=allow_pickle)
-    sidecar = read_sidecar(model_dir, tokenizer)
-    settings = sidecar.text
-    model_names = sidecar.labels or [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
-    to_model = match_labels(model_names, splits.label_names, parse_label_map(label_map) if label_map else None)
-    test, dropped = _in_model_classes(splits.test, to_model, splits.label_names)
     resolved = resolve_precision(precision or cfg.training.precision, default_device(), purpose="evaluating")
     if resolved.note:
         log.warning("%s", resolved.note)
-    model.to(resolved.device)
-    preds, _, elapsed = score_split(model, tokenizer, test, settings, resolved, batch_size)
+    parsed_map = parse_label_map(label_map) if label_map else None
+    scored = [_score(d, splits, parsed_map, resolved, batch_size, allow_pickle) for d in model_dirs]
+    first = scored[0]
+    for d, s in zip(model_dirs[1:], scored[1:], strict=True):
+        if [n.lower() for n in s.model_names] != [n.lower() for n in first.model_names]:
+            raise DataError(
+                f"ensemble member {d.parent} has classes {s.model_names}, {model_dirs[0].parent} has "
+                f"{first.model_names}; re-run `sentiment-lab ensemble` with runs trained on the same classes"
+            )
+    model_names = first.model_names
     names = None if len(model_names) == 2 else [n.lower() for n in model_names]  # binary: negative/positive
+    if manifest is None:
+        preds = first.preds
+    else:
+        weights = [m.weight for m in manifest.members]
+        probs = average_probabilities([calibrated_probs(s.logits, s.temperature) for s in scored], weights)
+        preds = predictions_frame(first.test, probability_logits(probs))
+    elapsed = sum(s.seconds for s in scored)
     metrics = {
-        "model": str(model_dir),
+        "model": shown,
         "precision": resolved.name,
-        "test": classification_metrics(preds["label"], preds["pred"], names, sidecar.ordinal),
+        "test": classification_metrics(preds["label"], preds["pred"], names, first.ordinal),
         "eval_samples_per_s": len(preds) / elapsed if elapsed > 0 else None,
         "threads": torch.get_num_threads(),
     }
-    if to_model != list(range(len(splits.label_names))):  # another dataset's classes: say how they were counted
+    if manifest is not None:
+        metrics["kind"] = ENSEMBLE_NAME
+        metrics["members"] = [
+            {
+                "name": m.name,
+                "path": m.path,
+                "weight": m.weight,
+                "temperature": m.temperature,
+                "test": classification_metrics(s.preds["label"], s.preds["pred"], names, first.ordinal),
+            }
+            for m, s in zip(manifest.members, scored, strict=True)
+        ]
+        metrics["vs_best_member"] = versus_best_member(
+            preds["label"],
+            preds["pred"],
+            {m.name: s.preds["pred"] for m, s in zip(manifest.members, scored, strict=True)},
+        )
+    if first.to_model != list(range(len(splits.label_names))):  # another dataset's classes: say how they were counted
         metrics["labels"] = model_names
         metrics["label_mapping"] = {
-            d: (model_names[m] if m is not None else None) for d, m in zip(splits.label_names, to_model, strict=True)
+            d: (model_names[m] if m is not None else None)
+            for d, m in zip(splits.label_names, first.to_model, strict=True)
         }
-        metrics["dropped"] = dropped
+        metrics["dropped"] = first.dropped
     write_parquet_atomic(out / "predictions.parquet", preds)
     write_json_atomic(out / "metrics.json", metrics)
     metrics["out_dir"] = str(out)
     return metrics
+
+
+@dataclass
+class _Scored:
+    """One model's scoring of the test split: its class names, how the data's classes map to them, predictions."""
+
+    model_names: list[str]
+    ordinal: bool
+    to_model: list[int | None]
+    dropped: dict[str, int]
+    test: pd.DataFrame  # the test rows in the model's class ids
+    preds: pd.DataFrame  # runners.predictions_frame of them (raw, uncalibrated probabilities)
+    logits: np.ndarray
+    temperature: float
+    seconds: float
+
+
+def _score(
+    model_dir: Path,
+    splits: DataSplits,
+    label_map: dict[str, str | None] | None,
+    resolved: ResolvedPrecision,
+    batch_size: int,
+    allow_pickle: bool,
+) -> _Scored:
+    """Load one model, match its classes to the data's, and score the test split (`runners.score_split`)."""
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_classifier(model_dir, allow_pickle=allow_pickle)
+    sidecar = read_sidecar(model_dir, tokenizer)
+    model_names = sidecar.labels or [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    to_model = match_labels(model_names, splits.label_names, label_map)
+    test, dropped = _in_model_classes(splits.test, to_model, splits.label_names)
+    model.to(resolved.device)
+    preds, logits, elapsed = score_split(model, tokenizer, test, sidecar.text, resolved, batch_size)
+    return _Scored(model_names, sidecar.ordinal, to_model, dropped, test, preds, logits, sidecar.temperature, elapsed)
 
 
 def _in_model_classes(

@@ -192,8 +192,7 @@ def _dataset_hub_id(data: DataConfig) -> str | None:
     """The Hub id of the training data: IMDb (a local copy too), the configured Hub dataset, else None."""
     if data.source == "imdb":
         return IMDB_HUB_ID
-    read_locally = data.path or (data.train_file and data.test_file)
-    return data.hub_id if data.source == "hub" and not read_locally else None
+    return data.hub_id if data.source == "hub" and not data.reads_local else None
 
 
 def _data_name(data: DataConfig, dataset_id: str | None) -> str:
@@ -291,6 +290,17 @@ def _training_rows(cfg: ExperimentConfig, metrics: dict[str, Any]) -> list[tuple
     frozen = ["embeddings"] * m.freeze_embeddings + [f"{m.freeze_layers} layers"] * bool(m.freeze_layers)
     if frozen:
         rows.append(("frozen", ", ".join(frozen)))
+    if m.lora is not None:  # model.lora: these weights are the base model's with the trained adapter merged in
+        lora = metrics.get("lora") or {}
+        targets = lora.get("target_modules") or m.lora.target_modules  # metrics has `auto` resolved
+        targets = ", ".join(targets) if isinstance(targets, list) else targets
+        rows.append(
+            (
+                "LoRA",
+                f"r {m.lora.r}, alpha {m.lora.alpha}, dropout {m.lora.dropout} on {targets}, head trained in full; "
+                "merged into these weights (the adapter alone is in adapter/)",
+            )
+        )
     rows += [("precision", metrics.get("precision", t.precision)), ("seed", t.seed)]
     if metrics.get("best_step"):
         kept = f"{metrics['best_step']} of {metrics.get('global_step', '?')}"

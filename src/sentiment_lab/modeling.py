@@ -93,20 +93,27 @@ def load_tokenizer(name: str) -> Any:
 @dataclass(frozen=True)
 class ArchitectureNames:
     """Where an encoder architecture keeps what the recipe changes: the config keys of the classifier and
-    attention dropouts, and the dotted path of its list of transformer blocks under `model.base_model`."""
+    attention dropouts, the dotted path of its list of transformer blocks under `model.base_model`, and the leaf
+    names of its attention query and value projections (`model.lora.target_modules: auto`)."""
 
     classifier_dropout: str = "classifier_dropout"
     attention_dropout: str = "attention_probs_dropout_prob"
     layers: str = "encoder.layer"
+    lora_targets: tuple[str, ...] = ("query", "value")
 
 
 # Everything that differs between architectures, in one place. BERT's names (the default) also fit RoBERTa,
 # MiniLM, ELECTRA and DeBERTa; DistilBERT has its own. Tokens and token types need nothing here: every input is
 # built from the tokenizer's own special tokens (tokenization.special_token_frame) and no path passes
 # token_type_ids, so models without them (DistilBERT, RoBERTa) and models that default them to 0 (BERT) agree.
+# LoRA's query/value targets are BERT's, RoBERTa's, MiniLM's and ELECTRA's; DeBERTa-v2 names them query_proj and
+# value_proj (set model.lora.target_modules; an unknown name is refused with the model's linear layers listed).
 ARCHITECTURE_NAMES = {
     "distilbert": ArchitectureNames(
-        classifier_dropout="seq_classif_dropout", attention_dropout="attention_dropout", layers="transformer.layer"
+        classifier_dropout="seq_classif_dropout",
+        attention_dropout="attention_dropout",
+        layers="transformer.layer",
+        lora_targets=("q_lin", "v_lin"),
     ),
 }
 

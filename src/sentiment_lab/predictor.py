@@ -1,7 +1,8 @@
-"""The Predictor: raw review texts -> labels, from a saved model folder (or a run folder's model/).
+"""The Predictor: raw review texts -> labels, from a saved model folder (or a run folder's model/, or an ensemble).
 
 How it loads and runs a model is one `PredictorOptions` (predictor_options.py), built by the CLI, the server and
-the benchmarks and passed along unchanged.
+the benchmarks and passed along unchanged. An ensemble folder (`sentiment-lab ensemble`) loads as one Predictor
+whose members are Predictors of its runs: it answers with the weighted mean of their calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -15,22 +16,24 @@ import numpy as np
 from transformers import AutoConfig
 
 from sentiment_lab.errors import ConfigError, InputError, ModelError
-from sentiment_lab.metrics import softmax
 from sentiment_lab.modeling import ID2LABEL, load_classifier, load_tokenizer
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.predictor_options import PredictorOptions
-from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, locate_model
+from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, is_ensemble, locate_model, verify_ensemble
 from sentiment_lab.runners import (
     Runner,
     average_by_owner,
+    average_probabilities,
     batched_logits,
+    calibrated_probs,
     compiled_runner,
     default_stride,
     encode_windows,
     onnx_runner,
+    probability_logits,
     torch_runner,
 )
-from sentiment_lab.sidecar import TextSettings, read_sidecar
+from sentiment_lab.sidecar import DEFAULT_REVIEW_THRESHOLD, TextSettings, read_sidecar
 from sentiment_lab.tokenization import token_budget
 
 log = logging.getLogger("sentiment_lab")
@@ -73,15 +76,19 @@ def label_order(config: Any, stored: list[str] | None = None) -> tuple[list[str]
 
 
 class Predictor:
-    """Predictions for raw review texts from a saved model folder (or run folder) with a torch or ONNX backend."""
+    """Predictions for raw review texts from a saved model folder (or run folder) with a torch or ONNX backend.
+
+    An ensemble's Predictor has `members` (one Predictor per member run, each with its own tokenizer, text
+    settings and temperature) and `weights`, and no tokenizer, settings, runner or model of its own.
+    """
 
     def __init__(
         self,
         model_dir: Path,
         options: PredictorOptions,
         tokenizer: Any,
-        settings: TextSettings,
-        runner: Runner,
+        settings: TextSettings | None,
+        runner: Runner | None,
         labels: list[str],
         positive_index: int | None = 1,
         temperature: float = 1.0,
@@ -89,6 +96,8 @@ class Predictor:
         onnx_file: Path | None = None,
         model: Any = None,
         precision: str = "fp32",
+        members: Sequence[Predictor] = (),
+        weights: Sequence[float] = (),
     ) -> None:
         self.model_dir = model_dir
         self.options = options
@@ -102,6 +111,8 @@ class Predictor:
         self.onnx_file = onnx_file
         self.model = model  # the torch module behind the torch backend (export traces it); None for ONNX
         self.precision = precision  # what the torch backend computes in (fp32, bf16, fp16); onnx: fp32 or int8
+        self.members = list(members)  # an ensemble's member Predictors; [] for one model
+        self.weights = list(weights)  # the members' weights (summing to 1)
 
     @property
     def backend(self) -> str:
@@ -121,7 +132,7 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | Path, options: PredictorOptions | None = None, **values: Any) -> Predictor:
-        """Load a model folder (or a run folder's model/) for prediction.
+        """Load a model folder (or a run folder's model/, or an ensemble folder: every member) for prediction.
 
         options: a PredictorOptions; or give its fields as keyword values (backend="onnx", precision="fp32", ...).
         The backend `onnx` reads MODEL_DIR/onnx/model.onnx (model.int8.onnx with quantized=True), written by
@@ -133,6 +144,8 @@ class Predictor:
         if options is not None and values:
             raise ConfigError("give either a PredictorOptions or keyword options, not both")
         opts = options or PredictorOptions.build(**values)
+        if is_ensemble(model_dir):
+            return cls._load_ensemble(Path(model_dir), opts)
         folder, _ = locate_model(model_dir)
         tokenizer = load_tokenizer(str(folder))
         sidecar = read_sidecar(folder, tokenizer)
@@ -179,8 +192,42 @@ class Predictor:
             precision,
         )
 
+    @classmethod
+    def _load_ensemble(cls, folder: Path, opts: PredictorOptions) -> Predictor:
+        """Every member run of an ensemble folder, each checked unchanged (`rundir.verify_ensemble`) and loaded with
+        the same options; the review threshold is the option's, else the 0.70 default (members' thresholds were
+        chosen for each member alone)."""
+        manifest, runs = verify_ensemble(folder)
+        members = [cls.load(run, opts) for run in runs]
+        for run, member in zip(runs[1:], members[1:], strict=True):
+            if member.labels != members[0].labels:
+                raise ModelError(
+                    f"ensemble {folder}: member {run} has classes {member.labels}, {runs[0]} has {members[0].labels}; "
+                    "re-run `sentiment-lab ensemble` with runs trained on the same classes"
+                )
+        threshold = opts.review_threshold if opts.review_threshold is not None else DEFAULT_REVIEW_THRESHOLD
+        return cls(
+            folder,
+            opts,
+            None,
+            None,
+            None,
+            members[0].labels,
+            members[0].positive_index,
+            1.0,  # the members' probabilities are calibrated already: the mean is not scaled again
+            threshold,
+            precision=members[0].precision,
+            members=members,
+            weights=[m.weight for m in manifest.members],
+        )
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw logits (n, labels) in input order; in chunk mode the mean over each text's windows."""
+        """Raw logits (n, labels) in input order; in chunk mode the mean over each text's windows.
+
+        An ensemble's logits are the log of its averaged calibrated probabilities (their softmax gives them back).
+        """
+        if self.members:
+            return probability_logits(self.probabilities(texts))
         texts = check_texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -196,8 +243,7 @@ class Predictor:
         score is the top probability (temperature-scaled when the sidecar stores a temperature); probs maps every
         class name to its probability. Empty texts raise InputError.
         """
-        logits = self.logits(texts)
-        probs = softmax(logits.astype(np.float64) / self.temperature)
+        probs = self.probabilities(texts)
         top = probs.argmax(axis=-1)
         score = probs.max(axis=-1)
         out = []
@@ -210,8 +256,38 @@ class Predictor:
             out.append(pred)
         return out
 
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities (n, labels) in input order: softmax(logits / T) with the sidecar's temperature T; for
+        an ensemble the weighted mean of its members' (each with its own temperature)."""
+        if not self.members:
+            return calibrated_probs(self.logits(texts), self.temperature)
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
+        return average_probabilities([m.probabilities(texts) for m in self.members], self.weights)
+
     def info(self) -> dict[str, Any]:
-        """What the predictor does: model folder, backend, truncation, temperature, review threshold, labels."""
+        """What the predictor does: model folder, backend, truncation, temperature, review threshold, labels.
+
+        An ensemble: `members` lists each member's info and weight; a text setting shared by every member is given
+        at the top level, one that differs is None there.
+        """
+        if self.members:
+            infos = [m.info() | {"weight": w} for m, w in zip(self.members, self.weights, strict=True)]
+            shared = ("max_length", "truncation", "stride", "onnx_file")
+            return {
+                "model_dir": str(self.model_dir),
+                "backend": self.backend,
+                "precision": self.precision,
+                **{k: infos[0][k] if all(i[k] == infos[0][k] for i in infos) else None for k in shared},
+                "long_text": self.long_text,
+                "temperature": self.temperature,
+                "review_threshold": self.review_threshold,
+                "labels": list(self.labels),
+                "batch_size": self.batch_size,
+                "compiled": self.options.compile,
+                "members": infos,
+            }
         return {
             "model_dir": str(self.model_dir),
             "backend": self.backend,

@@ -43,7 +43,7 @@ from sentiment_lab.batch_predict import FILE_SUFFIXES, output_columns, row_text
 from sentiment_lab.errors import ConfigError, DataError, SentimentLabError
 from sentiment_lab.predictor import Predictor
 from sentiment_lab.predictor_options import PredictorOptions
-from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, locate_model
+from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, is_ensemble, locate_model, verify_ensemble
 
 log = logging.getLogger("sentiment_lab")
 
@@ -460,7 +460,16 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
 
 
 def _check_model(model: str | Path, options: PredictorOptions) -> Path:
-    """The model folder, checked on the driver so that a wrong path fails before any worker starts."""
+    """The model folder, checked on the driver so that a wrong path fails before any worker starts.
+
+    An ensemble folder: every member is checked (there, unchanged, exported when the backend is onnx) and the
+    ensemble folder is returned; each worker loads all its members.
+    """
+    if is_ensemble(model):
+        _, runs = verify_ensemble(model)
+        for run in runs:
+            _check_model(run, options)
+        return Path(model).resolve()
     folder, _ = locate_model(model)
     if options.backend == "onnx":
         onnx_file = folder / ONNX_DIR / (ONNX_INT8_FILE if options.quantized else ONNX_FILE)

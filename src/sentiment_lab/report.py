@@ -4,6 +4,10 @@ Sections, in the order a reader asks: data, training dynamics, metrics (with boo
 confidence and calibration (temperature scaling stored into the model folder), errors with heuristic tags,
 possible label noise, explanations. Every number on the page is computed here from the run's files.
 The page embeds its figures (base64), so it opens offline and can be mailed as one file.
+
+An ensemble folder (`sentiment-lab ensemble`) gets the same report from its saved predictions, with its members'
+metrics and McNemar's test against the best member; the sections that need one model say why they are empty
+(training dynamics, explanations) and nothing is stored (each member keeps its own temperature).
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ def data_section(
     out: dict[str, Any] = {"available": False, "note": None, "figures": {}}
     frames: dict[str, pd.DataFrame] = {}
     cfg = run.config
+    if run.ensemble is not None:  # its members may read text with different tokenizers: no one token count
+        out["ensemble_note"] = (
+            "token counts depend on a tokenizer and the ensemble's members each have their own, so only word counts "
+            "are shown here (a member's report has its token counts)"
+        )
     if cfg is None:
         out["note"] = f"the run's config cannot be used ({run.config_problem}), so its data cannot be reloaded"
     else:
@@ -186,6 +195,12 @@ def overfitting_points(history: pd.DataFrame) -> list[dict[str, Any]]:
 def training_section(run: RunFolder, fig_dir: Path) -> dict[str, Any]:
     """Loss, validation accuracy/F1 and learning rate against step; best step; overfitting note."""
     history = run.history
+    if run.ensemble is not None:
+        return {
+            "available": False,
+            "note": f"an ensemble has no training of its own: its members ({_member_list(run)}) were trained "
+            "separately, and each member's report shows its training",
+        }
     if history is None or history.empty:
         return {"available": False, "note": "the run has no history.csv (a baseline run or an evaluation folder)"}
     best = run.metrics.get("best_step")
@@ -277,6 +292,9 @@ def metrics_section(run: RunFolder, fig_dir: Path, n_boot: int) -> dict[str, Any
             {"name": name, **{k: bt.get(k) for k in ("accuracy", "f1", "precision", "recall", "f1_macro")}}
         )
     out["baselines"] = baselines
+    # an ensemble: every member's test metrics next to the ensemble's, and McNemar against the best member
+    out["members"] = metrics.get("members") if run.ensemble is not None else None
+    out["vs_best_member"] = metrics.get("vs_best_member") if run.ensemble is not None else None
     if multiclass:
         out["figure"] = _confusion_heatmap(m["confusion_matrix"], names, fig_dir / "confusion.png")
     else:
@@ -354,6 +372,13 @@ def confidence_section(run: RunFolder, fig_dir: Path, target_accuracy: float, st
     low = cal.lowest_confidence(k)
     conf, _, ok = cal.frame_confidence_and_correct(test)
     out: dict[str, Any] = {"buckets": cal.confidence_bucket_table(conf, ok, k), "num_classes": k, "low": low}
+    if run.ensemble is not None:
+        out["ensemble_note"] = (
+            "This folder is an ensemble: its probabilities are the weighted mean of its members' calibrated "
+            "probabilities (each member's own temperature applied) and its logits are their log. The temperature "
+            "fitted below is a further correction of that average, reported and not stored: predict and serve apply "
+            "each member's own temperature and the 70% review threshold (or --review-threshold)"
+        )
     if run.val_predictions is None or not cal.has_logits(test):
         out["calibration"] = None
         out["note"] = "no validation logits (a baseline run?): temperature scaling and abstention need a trained run"
@@ -589,6 +614,13 @@ def pick_explained(test: pd.DataFrame, n: int) -> list[tuple[int, str]]:
 
 def explanations_section(run: RunFolder, fig_dir: Path, n: int, ig_steps: int) -> dict[str, Any]:
     """Integrated gradients and [CLS] attention heatmaps for n chosen test reviews."""
+    if run.ensemble is not None:
+        return {
+            "available": False,
+            "note": f"an ensemble averages {len(run.ensemble.members)} models and integrated gradients follow the "
+            "gradients of one, so nothing is explained here; run `sentiment-lab report` on a member "
+            f"({_member_list(run)})",
+        }
     if run.model_dir is None:
         return {"available": False, "note": "the run folder has no model/ (a baseline run), so nothing to explain"}
     if n <= 0:
@@ -692,7 +724,10 @@ def build_report(
     header = {
         "run_dir": str(run.path),
         "name": cfg.name if cfg is not None else run.path.name,
-        "model": cfg.model.name if cfg is not None else run.metrics.get("model"),
+        "model": cfg.model.name if cfg is not None and run.ensemble is None else run.metrics.get("model"),
+        "ensemble": [m.model_dump(exclude={"files"}) for m in run.ensemble.members]
+        if run.ensemble is not None
+        else None,
         "precision": run.metrics.get("precision"),
         "train_runtime_s": run.metrics.get("train_runtime_s"),
         "data": run.metrics.get("data"),
@@ -704,6 +739,11 @@ def build_report(
     write_json_atomic(run.path / "analysis.json", analysis)
     log.info("report written to %s in %.1f s", run.path / "report.html", timings["total"])
     return analysis
+
+
+def _member_list(run: RunFolder) -> str:
+    """An ensemble's member runs, as paths, for a note."""
+    return ", ".join(m.path for m in run.ensemble.members) if run.ensemble is not None else ""
 
 
 def _embedded(sections: dict[str, Any]) -> dict[str, str]:

@@ -1,11 +1,14 @@
 """The run folder: the contract between stages. Checks before a run starts, a pid lock, checkpoint discovery,
 and the one reader of a finished run (`load_run`, `read_run_config`) that every later stage uses.
 
-A run is finished when `metrics.json` exists (it is written last, atomically).
+A run is finished when `metrics.json` exists (it is written last, atomically). An ensemble folder (written by
+`sentiment-lab ensemble`) is run-like: the same files without `model/`, plus `ensemble.json` naming its member
+runs and a fingerprint of each member's model files; `verify_ensemble` checks the members before they are loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -18,9 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sentiment_lab.config import ExperimentConfig, build_config, read_yaml
 from sentiment_lab.errors import ConfigError, ModelError, RunDirError
@@ -39,6 +43,11 @@ PREDICTIONS_FILE = "predictions.parquet"  # one row per test review
 VAL_PREDICTIONS_FILE = "val_predictions.parquet"
 HISTORY_FILE = "history.csv"  # losses and validation scores per logged step (trained runs only)
 PREDICTION_COLUMNS = ("id", "label", "pred")  # in every predictions file; probabilities, logits and text vary
+ENSEMBLE_FILE = "ensemble.json"  # marks an ensemble folder: its members, their weights, temperatures, fingerprints
+ENSEMBLE_FORMAT = 1
+# Files of a model folder that say nothing about its predictions (the model card, a benchmark), left out of a
+# member's fingerprint; so are sub-folders (onnx/) and hidden files (the temp files of atomic writes).
+UNFINGERPRINTED = ("README.md", "bench.json")
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -47,10 +56,20 @@ def is_finished(run_dir: str | Path) -> bool:
 
 
 def locate_model(path: str | Path) -> tuple[Path, Path | None]:
-    """(model folder, run folder or None) for a run folder or a model folder."""
+    """(model folder, run folder or None) for a run folder or a model folder.
+
+    An ensemble folder holds no model of its own: ModelError naming its members (commands that need one model
+    take a member; `predict`, `serve` and `evaluate` accept the ensemble itself).
+    """
     p = Path(path)
     if not p.exists():
         raise ModelError(f"no such model or run folder: {p}")
+    if is_ensemble(p):
+        members = ", ".join(m.path for m in read_ensemble(p).members)
+        raise ModelError(
+            f"{p} is an ensemble ({ENSEMBLE_FILE}), not one model; this command needs a single model: give one of "
+            f"its members ({members}). predict, serve, evaluate, report and compare take the ensemble itself"
+        )
     if (p / MODEL_DIR / "config.json").is_file():
         return p / MODEL_DIR, p
     if (p / "config.json").is_file():
@@ -216,7 +235,8 @@ class RunFolder:
     raw_config: dict[str, Any]  # config.yaml as written, `resolved:` included; {} without a config.yaml
     config: ExperimentConfig | None  # the validated experiment (no `resolved:`); None when absent or invalid
     config_problem: str | None  # why `config` is None
-    model_dir: Path | None  # the run's model folder; None for baseline runs
+    model_dir: Path | None  # the run's model folder; None for baseline runs and ensembles
+    ensemble: EnsembleManifest | None = None  # ensemble.json of an ensemble folder (members not verified)
 
 
 def load_run(run_dir: str | Path, columns: Iterable[str] = PREDICTION_COLUMNS) -> RunFolder:
@@ -268,6 +288,7 @@ def load_run(run_dir: str | Path, columns: Iterable[str] = PREDICTION_COLUMNS) -
         config=config,
         config_problem=problem,
         model_dir=model_dir if (model_dir / "config.json").is_file() else None,
+        ensemble=read_ensemble(run) if is_ensemble(run) else None,
     )
 
 
@@ -311,3 +332,109 @@ def _read_raw_config(path: Path) -> dict[str, Any]:
 def _experiment_config(raw: dict[str, Any], path: Path) -> ExperimentConfig:
     experiment = {k: v for k, v in raw.items() if k != "resolved"}
     return build_config(experiment, str(path))
+
+
+# Ensemble folders --------------------------------------------------------------------------------------------------
+
+
+class EnsembleMember(BaseModel):
+    """One member run of an ensemble, as it was when the ensemble was made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # the run folder's name (its path when two members share a name)
+    path: str  # absolute path of the run folder
+    relative_path: str  # the same, relative to the ensemble folder: tried when `path` is gone (folders moved together)
+    weight: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)  # the members' weights sum to 1
+    temperature: float = Field(gt=0.0, allow_inf_nan=False)  # from the member's sidecar
+    fingerprint: str  # sha256 over `files`
+    files: dict[str, str]  # file of the member's model/ -> its sha256
+
+
+class EnsembleManifest(BaseModel):
+    """The contents of `ensemble.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: Literal[1] = ENSEMBLE_FORMAT
+    method: Literal["mean_calibrated_probabilities"] = "mean_calibrated_probabilities"
+    labels: list[str] = Field(min_length=2)  # class names by id, shared by every member
+    members: list[EnsembleMember] = Field(min_length=2)
+    created: str | None = None
+
+
+def is_ensemble(path: str | Path) -> bool:
+    """True when the folder is an ensemble folder (holds ensemble.json)."""
+    return (Path(path) / ENSEMBLE_FILE).is_file()
+
+
+def model_file_digests(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of every file of a model folder that decides its predictions (weights, config, tokenizer, sidecar).
+
+    Sub-folders (onnx/), hidden files and UNFINGERPRINTED files are left out.
+    """
+    digests = {}
+    for p in sorted(Path(model_dir).iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.name not in UNFINGERPRINTED:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            digests[p.name] = h.hexdigest()
+    return digests
+
+
+def fingerprint_of(digests: dict[str, str]) -> str:
+    """One sha256 over a model folder's file digests (names and contents)."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+def read_ensemble(ensemble_dir: str | Path) -> EnsembleManifest:
+    """ensemble.json, validated; a damaged or foreign file raises RunDirError naming it and the fix."""
+    path = Path(ensemble_dir) / ENSEMBLE_FILE
+    data = _read_file(path, lambda p: json.loads(p.read_text(encoding="utf-8")))
+    fix = "re-run `sentiment-lab ensemble` to write it again"
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} holds no JSON object; {fix}")
+    if isinstance(data.get("format_version"), int) and data["format_version"] > ENSEMBLE_FORMAT:
+        raise RunDirError(
+            f"{path} has format {data['format_version']}, written by a newer sentiment-lab (this one reads format "
+            f"{ENSEMBLE_FORMAT}); upgrade sentiment-lab"
+        )
+    try:
+        return EnsembleManifest.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        raise RunDirError(f"{path} is not a valid ensemble file ('{where}': {e['msg']}); {fix}") from None
+
+
+def verify_ensemble(ensemble_dir: str | Path) -> tuple[EnsembleManifest, list[Path]]:
+    """The ensemble's manifest and its member run folders, each checked to be there and unchanged.
+
+    A member that is gone, or whose model files differ from their fingerprint (weights retrained, sidecar
+    recalibrated, ...), raises one ModelError naming the member, what changed and the fix.
+    """
+    folder = Path(ensemble_dir)
+    manifest = read_ensemble(folder)
+    rebuild = "re-run `sentiment-lab ensemble` to make the ensemble from the members as they are now"
+    found = []
+    for m in manifest.members:
+        run = next((p for p in (Path(m.path), folder / m.relative_path) if (p / MODEL_DIR).is_dir()), None)
+        if run is None:
+            raise ModelError(
+                f"ensemble {folder}: member {m.path} is missing (its model/ folder was deleted or moved since the "
+                f"ensemble was made); restore it, or {rebuild}"
+            )
+        now = model_file_digests(run / MODEL_DIR)
+        if fingerprint_of(now) != m.fingerprint:
+            changes = [f"model/{f} changed" for f in sorted(set(now) & set(m.files)) if now[f] != m.files[f]]
+            changes += [f"model/{f} removed" for f in sorted(set(m.files) - set(now))]
+            changes += [f"model/{f} added" for f in sorted(set(now) - set(m.files))]
+            what = "; ".join(changes) or "its files no longer match the recorded fingerprint"
+            raise ModelError(
+                f"ensemble {folder}: member {m.path} changed since the ensemble was made ({what}; fingerprint "
+                f"{m.fingerprint[:12]} then, {fingerprint_of(now)[:12]} now); {rebuild}"
+            )
+        found.append(run)
+    return manifest, found

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,24 @@ def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
         columns |= {f"prob_{i}": probs[:, i] for i in range(k)}
         columns |= {f"logit_{i}": logits[:, i] for i in range(k)}
     return pd.DataFrame(columns)
+
+
+def calibrated_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities softmax(logits / T) in float64: a model's calibrated output (T from its sidecar)."""
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature)
+
+
+def average_probabilities(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """An ensemble's class probabilities (n, K): the weighted mean of its members' calibrated probabilities.
+
+    weights: one per member (any positive scale; normalised here); None weighs every member the same.
+    """
+    return np.average(np.stack([np.asarray(p, dtype=np.float64) for p in probs]), axis=0, weights=weights)
+
+
+def probability_logits(probs: np.ndarray) -> np.ndarray:
+    """Logits whose softmax is `probs`: their log (an ensemble's "logits"; 0 becomes the smallest float's log)."""
+    return np.log(np.maximum(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).tiny))
 
 
 def logits_of(frame: pd.DataFrame) -> np.ndarray:

@@ -39,9 +39,11 @@ from sentiment_lab.config import ExperimentConfig, config_to_dict
 from sentiment_lab.data import DataSplits, prepare_data
 from sentiment_lab.errors import ConfigError
 from sentiment_lab.io import write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
+from sentiment_lab.lora import ADAPTER_DIR, apply_lora, merge_for_save, parameter_counts, save_adapter, target_modules
 from sentiment_lab.metrics import classification_metrics, softmax, trainer_compute_metrics
 from sentiment_lab.model_card import write_model_card
 from sentiment_lab.modeling import (
+    architecture_names,
     build_model,
     count_parameters,
     load_tokenizer,
@@ -330,6 +332,8 @@ def train(
     # random, numpy, torch and every CUDA device; the Trainer seeds again (same seed) and data_seed orders batches
     set_seed(cfg.training.seed)
     model = build_model(cfg.model, label_names=splits.label_names)
+    if cfg.model.lora is not None:  # peft missing or a target the model lacks: refused here, before the run folder
+        model = apply_lora(model, cfg.model.lora, architecture_names(model.config.model_type).lora_targets)
     settings = TextSettings.from_config(cfg)
     device = default_device()
     precision = resolve_precision(cfg.training.precision, device, purpose="training")
@@ -392,11 +396,13 @@ def _train_in_run_dir(
         # training.deterministic as applied: torch's deterministic kernels on (warn-only) for this run
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "threads": torch.get_num_threads(),
-        "parameters": count_parameters(model),
+        "parameters": parameter_counts(model) if cfg.model.lora is not None else count_parameters(model),
         "data": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "cleaning": splits.cleaning,
         "environment": environment_info(),
     }
+    if cfg.model.lora is not None:  # `auto` resolved for this architecture
+        resolved["resolved"]["lora_target_modules"] = target_modules(model)
     if len(splits.label_names) > 2 or cfg.data.label_names:  # binary IMDb runs keep their config.yaml as it was
         resolved["resolved"]["label_names"] = splits.label_names
     if class_weights is not None:
@@ -406,6 +412,16 @@ def _train_in_run_dir(
     if precision.note:  # here, once the run's train.log is attached, and on the console
         log.warning("%s", precision.note)
     log.info("run %s: train %d, val %d, test %d reviews", run_dir, len(splits.train), len(splits.val), len(splits.test))
+    if cfg.model.lora is not None:
+        counts = resolved["resolved"]["parameters"]
+        log.info(
+            "LoRA r=%d on %s: %d of %d parameters train (%.2f%%: the adapters and the classifier head)",
+            cfg.model.lora.r,
+            ", ".join(resolved["resolved"]["lora_target_modules"]),
+            counts["trainable"],
+            counts["total"],
+            100 * counts["trainable"] / counts["total"],
+        )
 
     train_ds = tokenize_frame(splits.train, tokenizer, settings)
     has_val = len(splits.val) > 0
@@ -490,12 +506,33 @@ def _evaluate_and_save(
     settings: TextSettings,
     precision: ResolvedPrecision,
 ) -> dict[str, Any]:
-    """Save the best model, predict validation and test, compute metrics (and baselines)."""
+    """Save the best model, predict validation and test, compute metrics (and baselines).
+
+    A LoRA model is saved twice: its adapter alone in model/adapter/ (peft's format, the head included), then merged
+    into a plain transformers model in model/, which is also the model evaluated here, so the test metrics are
+    those of the saved folder.
+    """
     model_tmp = run_dir / ".model.tmp"
     if model_tmp.exists():
         shutil.rmtree(model_tmp)
-    trainer.save_model(str(model_tmp))
-    labels = [trainer.model.config.id2label[i] for i in range(trainer.model.config.num_labels)]
+    model = trainer.model
+    lora: dict[str, Any] | None = None
+    if cfg.model.lora is not None:
+        counts = parameter_counts(model)
+        lora = {
+            "r": cfg.model.lora.r,
+            "target_modules": target_modules(model),
+            "trainable_parameters": counts["trainable"],
+            "total_parameters": counts["total"],
+            # first: merging changes the LoRA model in place
+            "adapter_bytes": save_adapter(model, model_tmp / ADAPTER_DIR),
+        }
+        model = merge_for_save(model)
+        model.save_pretrained(str(model_tmp))
+        tokenizer.save_pretrained(str(model_tmp))
+    else:
+        trainer.save_model(str(model_tmp))
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     write_sidecar(model_tmp, ModelSidecar(text=settings, labels=labels, ordinal=cfg.data.ordinal))
     (model_tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml has the recipe
     if (run_dir / MODEL_DIR).exists():
@@ -508,13 +545,13 @@ def _evaluate_and_save(
     }
     if len(splits.label_names) > 2:  # binary metrics.json stays as it was: negative/positive
         metrics["labels"] = splits.label_names
+    if lora is not None:
+        metrics["lora"] = lora
     for split, name in (("val", "val_predictions.parquet"), ("test", "predictions.parquet")):
         df = getattr(splits, split)
         if df.empty:  # no validation split: no val metrics, no val_predictions.parquet
             continue
-        preds, logits, elapsed = score_split(
-            trainer.model, tokenizer, df, settings, precision, cfg.training.eval_batch_size
-        )
+        preds, logits, elapsed = score_split(model, tokenizer, df, settings, precision, cfg.training.eval_batch_size)
         write_parquet_atomic(run_dir / name, preds)
         metrics[split] = classification_metrics(preds["label"], preds["pred"], splits.label_names, cfg.data.ordinal)
         metrics[split]["loss"] = _nll(logits, df["label"].to_numpy())

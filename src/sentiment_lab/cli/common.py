@@ -25,6 +25,27 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     return format_table(rows, ["model", "split", "accuracy", "f1", "precision", "recall", "n"])
 
 
+def ensemble_table(metrics: dict[str, Any]) -> str:
+    """An ensemble's test metrics above its members' (weight, temperature), then McNemar against the best member."""
+    f1 = "f1 macro" if "labels" in metrics and len(metrics["labels"]) > 2 else "f1"
+    rows = [["ensemble", "-", "-", *_scores(metrics["test"])]]
+    rows += [[m["name"], m["weight"], m["temperature"], *_scores(m["test"])] for m in metrics["members"]]
+    table = format_table(rows, ["model", "weight", "temperature", "accuracy", f1, "loss", "n"])
+    vb = metrics.get("vs_best_member")
+    if not vb:
+        return table
+    t = vb["mcnemar"]
+    return (
+        f"{table}\nensemble vs best member {vb['best_member']}: McNemar b = {t['b']}, c = {t['c']}, "
+        f"p = {t['p_value']:.3g} ({t['method']}); {vb['verdict']}"
+    )
+
+
+def _scores(m: dict[str, Any]) -> list[Any]:
+    loss = m.get("loss")
+    return [m["accuracy"], m["f1"], loss if loss is not None else "-", m["n"]]
+
+
 def predictor_options(args: argparse.Namespace) -> PredictorOptions:
     """The PredictorOptions of the parsed flags (`parsers.add_predictor_args`: each flag's dest is a field name)."""
     values = {name: getattr(args, name) for name in PredictorOptions.model_fields if hasattr(args, name)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sentiment_lab.baselines import run_baseline
 from sentiment_lab.cli import command
-from sentiment_lab.cli.common import metrics_table
+from sentiment_lab.cli.common import ensemble_table, metrics_table
 from sentiment_lab.config import load_config
 from sentiment_lab.data import dataset_stats, prepare_data
 from sentiment_lab.evaluation import evaluate_model
@@ -45,7 +45,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         precision=args.precision,
         label_map=args.label_map,
     )
-    print(metrics_table(metrics))
+    print(ensemble_table(metrics) if "members" in metrics else metrics_table(metrics))
     if "label_mapping" in metrics:  # another dataset's classes, counted as the model's
         mapping = ", ".join(
             f"{d} -> {m if m is not None else '(dropped)'}" for d, m in metrics["label_mapping"].items()

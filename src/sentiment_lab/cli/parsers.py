@@ -1,8 +1,9 @@
 """The argument parsers of every command, kept apart from the commands themselves.
 
 Parsing needs no library: `sentiment-lab --help`, a sub-command's --help and argument mistakes answer at once
-(0.1 s), while the module that runs a command (core, deploy, experiments, analysis, serve) imports the library,
-torch and transformers (about 7 s) only when that command runs. `SECTION_OF` says which module runs each command.
+(0.1 s), while the module that runs a command (core, deploy, experiments, analysis, ensemble, serve) imports the
+library, torch and transformers (about 7 s) only when that command runs. `SECTION_OF` says which module runs each
+command.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def add_core_parsers(sub: argparse._SubParsersAction) -> None:
         "to the model's by name, ignoring case; where they differ, --label-map says which model class each data "
         "class counts as, and the metrics are computed in the model's classes.",
     )
-    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR", help="a run, model or ensemble folder")
     add_config_args(p, config_required=False)
     p.add_argument(
         "--label-map",
@@ -142,7 +143,7 @@ def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
         description="Label review texts given as arguments (prints a table), or stream a whole file with "
         "--input/--output. Rows with empty or non-text values are skipped and counted.",
     )
-    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR", help="a run, model or ensemble folder")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts to label")
     p.add_argument(
         "--input",
@@ -281,6 +282,33 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
 
 
+def add_ensemble_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ensemble."""
+    p = sub.add_parser(
+        "ensemble",
+        help="average finished runs' calibrated probabilities into a run-like folder (predict, serve, evaluate, "
+        "report and compare take it)",
+        description="Make OUT, an ensemble of finished training runs: its predictions are the weighted mean of the "
+        "members' calibrated probabilities, softmax(logits / T) with each member's stored temperature T (1 when "
+        "uncalibrated; `sentiment-lab report` calibrates a run). The members must share their classes and their "
+        "test items (same ids, same order); a difference is refused, naming the member. OUT holds ensemble.json "
+        "(members, weights, temperatures, fingerprints of their model files), predictions.parquet, "
+        "val_predictions.parquet, metrics.json (the ensemble's metrics next to every member's, McNemar's test "
+        "against the best member) and config.yaml (the first member's). A member changed or deleted afterwards "
+        "makes predict, serve and evaluate refuse the ensemble.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished training runs (at least two)")
+    p.add_argument("--out", required=True, help="the ensemble folder to write (e.g. runs/ensemble)")
+    p.add_argument(
+        "--weights",
+        nargs="+",
+        type=float,
+        metavar="W",
+        help="one positive weight per RUN_DIR, in their order (normalised to sum 1; default equal)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier ensemble in --out (only an ensemble)")
+
+
 def add_serve_parsers(sub: argparse._SubParsersAction) -> None:
     """Register serve."""
     p = sub.add_parser(
@@ -290,7 +318,7 @@ def add_serve_parsers(sub: argparse._SubParsersAction) -> None:
         "/healthz, /readyz, /metrics, API docs at /docs and a web page at /. Concurrent requests are batched "
         "into one forward pass. Stop with Ctrl+C or SIGTERM: requests in flight finish first.",
     )
-    p.add_argument("model", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("model", metavar="MODEL_OR_RUN_DIR", help="a run, model or ensemble folder")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
     p.add_argument(
@@ -322,6 +350,7 @@ def add_all_parsers(sub: argparse._SubParsersAction) -> None:
         ("deploy", add_deploy_parsers),
         ("experiments", add_experiments_parsers),
         ("analysis", add_analysis_parsers),
+        ("ensemble", add_ensemble_parsers),
         ("serve", add_serve_parsers),
     ):
         before = set(sub.choices)

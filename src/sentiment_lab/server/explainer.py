@@ -15,13 +15,21 @@ log = logging.getLogger(__name__)
 
 
 def model_explainer(predictor: Predictor, n_steps: int = 20) -> ExplainFn | None:
-    """An explain function (text, target=None) for the predictor's model folder, or None when not possible.
+    """An explain function (text, target=None) for the predictor's model folder, or None when not possible
+    (no captum, an ONNX-only folder, an ensemble).
 
     Reuses the predictor's torch model when it is fp32 (the model thread runs one call at a time, so sharing
     it is safe); otherwise (ONNX, or bf16/fp16 weights, too coarse for gradients) it loads the fp32 weights once.
     """
     if importlib.util.find_spec("captum") is None:  # explain_texts imports it lazily: the page shows no highlights
         log.warning("explanations disabled: captum is not installed")
+        return None
+    if predictor.members:  # integrated gradients follow one model's gradients; an average has none of its own
+        log.warning(
+            "explanations disabled: %s is an ensemble of %d models; explain a member (sentiment-lab serve MEMBER_RUN)",
+            predictor.model_dir,
+            len(predictor.members),
+        )
         return None
     if predictor.model is not None and predictor.precision == "fp32":
         model, tokenizer, settings = predictor.model, predictor.tokenizer, predictor.settings

@@ -118,7 +118,9 @@ def build_router(
         """
         if explain is None:
             return problem_response(
-                404, "explanations are not available for this model (needs its torch weights and captum)"
+                404,
+                "explanations are not available for this model (they need one model's torch weights and captum; "
+                "an ensemble averages several models: explain one of its members)",
             )
         problem = check_predict_texts([body.text], settings)
         if problem:
