@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,17 @@ def test_each_command_runs_from_the_module_its_section_names(command: str) -> No
     build_parser()
     fn = command_function(command)
     assert fn.__module__ == f"sentiment_lab.cli.{SECTION_OF[command]}"
+
+
+def test_no_script_shadows_an_importable_module() -> None:
+    """A script runs with its folder first on sys.path: benchmarks/datasets.py would replace the `datasets` library
+    for every import made while it runs (training's Hub loader among them)."""
+    repo = Path(__file__).resolve().parents[1]
+    roots = (repo / "benchmarks", repo / "tests")
+    clashes = [
+        str(path.relative_to(repo))
+        for root in roots
+        for path in sorted(root.glob("*.py"))
+        if (spec := importlib.util.find_spec(path.stem)) is not None and not str(spec.origin).startswith(str(root))
+    ]
+    assert clashes == [], f"rename these scripts: an installed module has their name: {clashes}"

@@ -333,6 +333,62 @@ class EvaluationConfig(_Section):
     baselines: bool = True  # majority class and TF-IDF + logistic regression on the same split
 
 
+class DistillConfig(_Section):
+    """`sentiment-lab distill`: a smaller student trained on the labels and on a teacher's logits (docs/compression.md).
+
+    Only `distill` reads this section; `train` refuses a config that has one.
+    """
+
+    # The teacher's layers the student keeps (layer-drop initialisation): K, spread evenly from the bottom layer to
+    # the top one, both kept (6 -> 3: 0, 2, 5), or the explicit 0-based indices. None: 3 when the student is cut
+    # from the teacher; must stay None with `student`.
+    layers: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] | None = None
+    # Keep only the word-piece rows of the tokens in the training (and unlabelled) texts, the special tokens and
+    # every single-character piece (WordPiece tokenizers: BERT, DistilBERT, MiniLM).
+    prune_vocab: bool = False
+    alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the hard-label cross-entropy; 1 - alpha: the soft loss
+    temperature: float = Field(2.0, gt=0.0, allow_inf_nan=False)  # softens teacher and student alike in the KL
+    # Extra texts for the soft loss alone (Parquet, CSV or JSONL); a relative name is looked up in data.path when
+    # that is set (e.g. unsup.parquet beside IMDb's train/test files), else in the working directory.
+    unlabeled: str | None = None
+    unlabeled_text_column: str = "text"
+    max_unlabeled: int | None = Field(None, ge=1)  # a random sample of this many (data.split_seed); None: all
+    # A model of its own as the student (a name or folder, as model.name takes); None: cut from the teacher.
+    student: str | None = None
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("layers must be a number of layers (e.g. 3) or a non-empty list of layer indices")
+            if len(set(value)) != len(value):
+                raise ValueError(f"layers {value} repeats an index; list each teacher layer once")
+            return sorted(value)
+        return value
+
+    @model_validator(mode="after")
+    def _no_contradictions(self) -> DistillConfig:
+        if self.student is not None and self.layers is not None:
+            raise ValueError(
+                f"layers chooses the teacher layers a student cut from the teacher keeps, but student "
+                f"({self.student}) is a model of its own; remove one of them"
+            )
+        if self.unlabeled is None:
+            unused = [
+                key
+                for key in ("unlabeled_text_column", "max_unlabeled")
+                if getattr(self, key) != DistillConfig.model_fields[key].default
+            ]
+            if unused:
+                raise ValueError(f"{' and '.join(unused)} apply to the unlabeled texts; set unlabeled or remove them")
+        elif self.alpha == 1.0:
+            raise ValueError(
+                "unlabeled texts feed only the soft loss, which alpha 1.0 switches off; lower alpha or remove unlabeled"
+            )
+        return self
+
+
 class ExperimentConfig(_Section):
     """One experiment: everything needed to repeat a run."""
 
@@ -342,6 +398,7 @@ class ExperimentConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    distill: DistillConfig | None = None  # `sentiment-lab distill` only
 
     @model_validator(mode="after")
     def _stopping_needs_validation(self) -> ExperimentConfig:

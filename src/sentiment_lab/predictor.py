@@ -28,6 +28,7 @@ from sentiment_lab.runners import (
     calibrated_probs,
     compiled_runner,
     default_stride,
+    embedding_runner,
     encode_windows,
     onnx_runner,
     probability_logits,
@@ -236,6 +237,28 @@ class Predictor:
         if self.long_text == "truncate":
             return window_logits
         return average_by_owner(window_logits, owners, len(texts))
+
+    def embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Encoder representations (n, hidden) in input order: the mean of the last hidden states over each text's
+        tokens, tokenized and truncated as for `logits` (in chunk mode the mean over its windows).
+
+        Needs the torch backend. An ensemble answers with its first member's encoder (the members' spaces differ and
+        cannot be averaged).
+        """
+        if self.members:
+            return self.members[0].embeddings(texts)
+        if self.model is None:
+            raise ModelError(
+                f"embeddings need the torch backend (this Predictor runs {self.backend}); load it with backend='torch'"
+            )
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
+        sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
+        vectors = batched_logits(sequences, self.tokenizer, embedding_runner(self.model), self.batch_size)
+        if self.long_text == "truncate":
+            return vectors
+        return average_by_owner(vectors, owners, len(texts))
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One {label, score, probs, needs_review} per text in input order, plus prob_pos for a binary model.

@@ -122,6 +122,25 @@ def torch_runner(model: Any, autocast_dtype: torch.dtype | None = None) -> Runne
     return run
 
 
+def embedding_runner(model: Any) -> Runner:
+    """A runner that gives each sequence's encoder representation instead of its logits: the mean of the last hidden
+    states over its real tokens (padding excluded), float32 (batch, hidden). Active learning's `diverse` clusters it."""
+    device = next(model.parameters()).device
+    model.eval()
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        mask = torch.from_numpy(attention_mask).to(device)
+        with torch.inference_mode():
+            out = model(
+                input_ids=torch.from_numpy(input_ids).to(device), attention_mask=mask, output_hidden_states=True
+            )
+        hidden = out.hidden_states[-1].float()
+        weights = mask.unsqueeze(-1).float()
+        return ((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)).cpu().numpy()
+
+    return run
+
+
 def compiled_runner(model: Any, tokenizer: Any) -> Runner:
     """A torch runner through torch.compile, compiled now for batch 1 and batch > 1 (torch specialises on 1).
 

@@ -12,7 +12,8 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -177,30 +178,75 @@ class LengthBucketTrainer(Trainer):
         return ShuffledLengthBuckets([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
 
 
-class WeightedLossTrainer(Trainer):
-    """Trainer whose loss is cross-entropy weighted per class (`training.class_weights`).
+TEACHER_LOGITS = "teacher_logits"  # the training column of a student's soft targets (`StudentRecipe`)
 
-    class_weights: one weight per class id. The loss is the weighted mean of each batch, as torch's
+# (logits, labels, the teacher's logits of the batch or None, class weights or None) -> the batch's loss.
+LossFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, weight: torch.Tensor | None
+) -> torch.Tensor:
+    """The recipe's loss: cross-entropy, weighted per class when weights are given (teacher logits unused)."""
+    return torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+
+
+class WeightedLossTrainer(Trainer):
+    """Trainer whose loss is cross-entropy weighted per class (`training.class_weights`), or another loss function.
+
+    class_weights: one weight per class id, or None. The loss is the weighted mean of each batch, as torch's
     `cross_entropy(weight=...)` computes it; the Trainer divides it by the gradient accumulation steps.
+    loss: replaces the cross-entropy (`distill`'s hard + soft loss); it gets the batch's TEACHER_LOGITS column when
+    the dataset has one (training), None otherwise (validation).
     """
 
     loss_is_scaled_for_ga = False
+    loss_function: LossFunction = staticmethod(weighted_cross_entropy)
 
-    def __init__(self, *args: Any, class_weights: torch.Tensor, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, class_weights: torch.Tensor | None, loss: LossFunction | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
+        if loss is not None:
+            self.loss_function = loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
+        teacher_logits = inputs.pop(TEACHER_LOGITS, None)
         outputs = model(**inputs)
         logits = outputs["logits"]
-        weight = self.class_weights.to(device=logits.device, dtype=torch.float32)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device, torch.float32)
+        loss = self.loss_function(logits, labels, teacher_logits, weight)
         return (loss, outputs) if return_outputs else loss
 
 
 class WeightedLengthBucketTrainer(WeightedLossTrainer, LengthBucketTrainer):
     """Weighted cross-entropy (`WeightedLossTrainer`) over length-grouped batches (`LengthBucketTrainer`)."""
+
+
+@dataclass
+class SoftTargets:
+    """The rows a student trains on and its teacher's logits for each."""
+
+    frame: pd.DataFrame  # the training split, then any unlabelled rows (label -100: no hard-label loss)
+    logits: np.ndarray  # (rows, classes), in the frame's order
+
+
+@dataclass
+class StudentRecipe:
+    """What `distill` swaps into the recipe: the student model and tokenizer (instead of `model.name`), the loss,
+    and its soft targets, made in the locked run folder (`distill` caches the teacher's logits there).
+
+    summary: facts of the distillation, written to config.yaml (`resolved.distill`) and metrics.json (`distill`);
+    `soft_targets` may add to it.
+    """
+
+    model: Any
+    tokenizer: Any
+    loss: LossFunction
+    soft_targets: Callable[[Path], SoftTargets]
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_class_weights(setting: str | list[float], labels: np.ndarray, label_names: list[str]) -> np.ndarray | None:
@@ -306,13 +352,20 @@ def train(
     splits: DataSplits | None = None,
     callbacks: list[Any] | None = None,
     tracking: TrackingGroup | None = None,
+    student: StudentRecipe | None = None,
 ) -> dict[str, Any]:
     """Fine-tune and evaluate as configured; returns the metrics written to RUN_DIR/metrics.json.
 
     splits: data already prepared (a sweep or a tuning study reuses it across runs).
     callbacks: extra `transformers.TrainerCallback`s (e.g. Optuna pruning), added after ours.
     tracking: the MLflow experiment and tags of the run (a sweep or study groups its runs); default the config's name.
+    student: `distill`'s model, tokenizer, loss and soft targets (`distill.distill` builds it).
     """
+    if cfg.distill is not None and student is None:
+        raise ConfigError(
+            "the config has a distill: section, which only `sentiment-lab distill TEACHER --config CONFIG --out DIR` "
+            "reads; run that, or remove the section to train without a teacher"
+        )
     run_dir = Path(out_dir)
     resume = cfg.training.resume
     main = is_main_process()  # under DDP every rank trains, only rank 0 touches the run folder
@@ -328,10 +381,10 @@ def train(
     class_weights = resolve_class_weights(
         cfg.training.class_weights, splits.train["label"].to_numpy(), splits.label_names
     )
-    tokenizer = load_tokenizer(cfg.model.name)
+    tokenizer = student.tokenizer if student else load_tokenizer(cfg.model.name)
     # random, numpy, torch and every CUDA device; the Trainer seeds again (same seed) and data_seed orders batches
     set_seed(cfg.training.seed)
-    model = build_model(cfg.model, label_names=splits.label_names)
+    model = student.model if student else build_model(cfg.model, label_names=splits.label_names)
     if cfg.model.lora is not None:  # peft missing or a target the model lacks: refused here, before the run folder
         model = apply_lora(model, cfg.model.lora, architecture_names(model.config.model_type).lora_targets)
     settings = TextSettings.from_config(cfg)
@@ -362,6 +415,7 @@ def train(
                 callbacks or [],
                 mlflow_run,
                 class_weights=class_weights,
+                student=student,
             )
         except BaseException:
             if mlflow_run:
@@ -385,7 +439,9 @@ def _train_in_run_dir(
     extra_callbacks: list[Any],
     mlflow_run: MLflowRun | None = None,
     class_weights: np.ndarray | None = None,
+    student: StudentRecipe | None = None,
 ) -> dict[str, Any]:
+    soft = student.soft_targets(run_dir) if student else None  # first: its facts go into config.yaml
     resolved = config_to_dict(cfg)
     resolved["resolved"] = {
         "model_path": resolve_model_name(cfg.model.name),
@@ -407,6 +463,8 @@ def _train_in_run_dir(
         resolved["resolved"]["label_names"] = splits.label_names
     if class_weights is not None:
         resolved["resolved"]["class_weights"] = [float(w) for w in class_weights]
+    if student is not None:
+        resolved["resolved"]["distill"] = student.summary
     if is_main_process():
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     if precision.note:  # here, once the run's train.log is attached, and on the console
@@ -423,7 +481,9 @@ def _train_in_run_dir(
             100 * counts["trainable"] / counts["total"],
         )
 
-    train_ds = tokenize_frame(splits.train, tokenizer, settings)
+    train_ds = tokenize_frame(soft.frame if soft else splits.train, tokenizer, settings)
+    if soft:
+        train_ds = train_ds.add_column(TEACHER_LOGITS, soft.logits.astype(np.float32).tolist())
     has_val = len(splits.val) > 0
     val_ds = tokenize_frame(splits.val, tokenizer, settings) if has_val else None
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
@@ -449,15 +509,18 @@ def _train_in_run_dir(
     if cfg.training.early_stopping_patience and has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     callbacks.extend(extra_callbacks)
-    if class_weights is None:
+    args = build_training_arguments(cfg, run_dir, precision, has_val)
+    if class_weights is None and student is None:
         trainer_class, weighting = (LengthBucketTrainer if cfg.training.group_by_length else Trainer), {}
     else:
         trainer_class = WeightedLengthBucketTrainer if cfg.training.group_by_length else WeightedLossTrainer
-        weighting = {"class_weights": torch.tensor(class_weights, dtype=torch.float32)}
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        weighting = {"class_weights": weights, "loss": student.loss if student else None}
+        args.remove_unused_columns = False  # TEACHER_LOGITS is no argument of the model; the loss takes it
     trainer = trainer_class(
         **weighting,
         model=model,
-        args=build_training_arguments(cfg, run_dir, precision, has_val),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
@@ -488,6 +551,8 @@ def _train_in_run_dir(
                 "resumed_from": checkpoint.name if checkpoint else None,
             }
         )
+        if student is not None:
+            metrics["distill"] = student.summary
         write_model_card(run_dir / MODEL_DIR, cfg, metrics)
         write_json_atomic(run_dir / "metrics.json", metrics)
         if not cfg.training.keep_checkpoints:

@@ -343,6 +343,59 @@ def add_serve_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
+SELECT_STRATEGIES = ("uncertainty", "margin", "entropy", "random", "diverse")  # selection.STRATEGIES
+
+
+def add_selection_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register select (active learning)."""
+    p = sub.add_parser(
+        "select",
+        help="active learning: the N pool texts most worth labelling next, as a CSV/Parquet for a labelling tool",
+        description="Score every text of an unlabelled pool file with RUN_DIR's model and write the N most worth "
+        "labelling to --out (.csv or .parquet): rank, id, text, an empty label column to fill in, predicted_label, "
+        "probability (top), score (the strategy's), strategy and reason. Filled in, the file is a training file "
+        "(data.train_file). Strategies: uncertainty (least confident, 1 - top probability), margin (smallest "
+        "top1 - top2), entropy, random (seeded), diverse (k-means of the model's encoder vectors over the 5N least "
+        "confident texts, the text nearest each centre; an ensemble uses its first member's encoder). Pool texts "
+        "already in the run's training data are counted in a warning; a pool of N texts or fewer is returned whole.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (or ensemble) folder")
+    p.add_argument("--pool", required=True, help="unlabelled texts: a CSV, JSONL or Parquet file")
+    p.add_argument("--n", type=int, required=True, help="how many texts to select")
+    p.add_argument("--strategy", choices=SELECT_STRATEGIES, default="uncertainty", help="default: uncertainty")
+    p.add_argument("--out", required=True, help="the selection file to write (.csv or .parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--seed", type=int, default=0, help="seed of random and of diverse's k-means (default 0)")
+    p.add_argument("--text-column", default="text", help="the pool's column of texts (default: text)")
+    p.add_argument("--id-column", help="the pool's column of ids (default: id when present, else the row number)")
+    p.add_argument(
+        "--exclude-train", action="store_true", help="drop pool texts already in the run's training data (id or text)"
+    )
+    p.add_argument("--candidates", type=int, default=5, help="diverse: cluster the candidates x N least confident")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+
+
+def add_distill_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register distill."""
+    p = sub.add_parser(
+        "distill",
+        help="train a smaller student on a teacher's logits (a run, model or ensemble folder) into a run folder",
+        description="Train a student as configured in CONFIG's distill: section (docs/compression.md): by default "
+        "the teacher's own architecture with distill.layers of its layers (layer-drop initialisation), optionally "
+        "with the vocabulary pruned to the training texts' tokens (distill.prune_vocab). The loss is alpha * "
+        "cross-entropy on the labels + (1 - alpha) * T^2 * KL to the teacher's logits, which are computed once and "
+        "cached in OUT (recomputed on resume when the teacher or the texts changed); distill.unlabeled adds texts "
+        "for the soft loss, without those of the validation and test splits. OUT is an ordinary run folder.",
+    )
+    p.add_argument("teacher", metavar="TEACHER", help="the teacher: a run, model or ensemble folder")
+    p.add_argument(
+        "--config", required=True, help="experiment YAML with a distill: section (e.g. configs/distill-minilm-l3.yaml)"
+    )
+    add_override_args(p)
+    p.add_argument("--out", required=True, help="the student's run folder (e.g. runs/distill-l3)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+
+
 def add_all_parsers(sub: argparse._SubParsersAction) -> None:
     """Every command's parser, and SECTION_OF filled in from the names each section registered."""
     for section, add in (
@@ -352,6 +405,8 @@ def add_all_parsers(sub: argparse._SubParsersAction) -> None:
         ("analysis", add_analysis_parsers),
         ("ensemble", add_ensemble_parsers),
         ("serve", add_serve_parsers),
+        ("distill", add_distill_parsers),
+        ("selection", add_selection_parsers),
     ):
         before = set(sub.choices)
         add(sub)
