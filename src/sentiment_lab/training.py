@@ -294,7 +294,8 @@ step_log = logging.getLogger("sentiment_lab.steps")  # train.log only: the conso
 step_log.propagate = False
 
 
-def _attach_file_log(run_dir: Path) -> logging.Handler:
+def attach_file_log(run_dir: Path) -> logging.Handler:
+    """Mirror our logs, the step log and transformers' into RUN_DIR/train.log; remove the handler when done."""
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("sentiment_lab", "sentiment_lab.steps", "transformers"):
@@ -366,6 +367,11 @@ def train(
             "the config has a distill: section, which only `sentiment-lab distill TEACHER --config CONFIG --out DIR` "
             "reads; run that, or remove the section to train without a teacher"
         )
+    if cfg.pretrain is not None:
+        raise ConfigError(
+            "the config has a pretrain: section, which only `sentiment-lab pretrain --config CONFIG --out DIR` reads; "
+            "run that, or remove the section to fine-tune (from a pre-trained folder: --set model.name=DIR/model)"
+        )
     run_dir = Path(out_dir)
     resume = cfg.training.resume
     main = is_main_process()  # under DDP every rank trains, only rank 0 touches the run folder
@@ -398,7 +404,7 @@ def train(
         deterministic_algorithms(cfg.training.deterministic, device),
         run_lock(run_dir) if main else contextlib.nullcontext(),
     ):
-        handler = _attach_file_log(run_dir) if main else logging.NullHandler()
+        handler = attach_file_log(run_dir) if main else logging.NullHandler()
         group = tracking or TrackingGroup()
         use_mlflow = main and "mlflow" in cfg.training.report_to
         mlflow_run = MLflowRun(run_dir, group.experiment or cfg.name, group.tags) if use_mlflow else None

@@ -396,6 +396,25 @@ def add_distill_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
 
+def add_pretrain_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register pretrain."""
+    p = sub.add_parser(
+        "pretrain",
+        help="masked-LM pre-training of model.name on unlabelled texts, into a folder that train takes as model.name",
+        description="Adapt CONFIG's model.name to the domain by masked-LM pre-training (docs/pretraining.md) on the "
+        "files of its pretrain: section and the data section's training texts. Every text that occurs in the data's "
+        "validation or test split (or in pretrain.exclude) is dropped first and counted. OUT holds config.yaml, "
+        "train.log, history.csv, model/ and metrics.json (last); fine-tune from it with --set model.name=OUT/model. "
+        "Killed mid-way, it resumes from its newest checkpoint with --set training.resume=true.",
+    )
+    p.add_argument(
+        "--config", required=True, help="experiment YAML with a pretrain: section (configs/pretrain-imdb.yaml)"
+    )
+    add_override_args(p)
+    p.add_argument("--out", required=True, help="the output folder (e.g. runs/pretrain-imdb)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished pre-training run in --out")
+
+
 def add_all_parsers(sub: argparse._SubParsersAction) -> None:
     """Every command's parser, and SECTION_OF filled in from the names each section registered."""
     for section, add in (
@@ -406,6 +425,7 @@ def add_all_parsers(sub: argparse._SubParsersAction) -> None:
         ("ensemble", add_ensemble_parsers),
         ("serve", add_serve_parsers),
         ("distill", add_distill_parsers),
+        ("pretrain", add_pretrain_parsers),
         ("selection", add_selection_parsers),
     ):
         before = set(sub.choices)
