@@ -302,21 +302,13 @@ def main() -> None:
             run([*cmd, "--out", str(imdb_run), "--overwrite"], imdb_run.with_suffix(".log"))
         results["transfer"] = transfer(imdb_run, runs)
         results["imdb_model"] = str(imdb_run)
-    results["machine"] = {"cpus": os.cpu_count(), "processor": _cpu_name()}
+    from sentiment_lab.benchmarking import cpu_name
+
+    results["machine"] = {"cpus": os.cpu_count(), "processor": cpu_name()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print("\n" + tables(results))
     print(f"\nraw numbers: {out}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def _bench_backends(
         "long_text": options.long_text,
         "threads": torch.get_num_threads(),
         # A busy shared machine distorts timings: the load average says how busy it was.
-        "machine": {"cpu": _cpu_name(), "python": platform.python_version(), "load_1m": os.getloadavg()[0]},
+        "machine": {"cpu": cpu_name(), "python": platform.python_version(), "load_1m": os.getloadavg()[0]},
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "backends": {},
     }
@@ -202,7 +202,7 @@ def bench_table(results: dict[str, Any]) -> str:
     return format_table(rows, headers)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
