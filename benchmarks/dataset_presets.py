@@ -83,6 +83,18 @@ def polarity(names: list[str]) -> np.ndarray:
     return np.array(out)
 
 
+def polar_decision(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """0 negative / 1 positive per row: the polarity whose classes hold more probability; neutral's is ignored.
+
+    A 3- or 5-class model is thus asked the binary question the other side answers (its strict prediction, where
+    a neutral answer is an error on a polar item, is kept too: `strict`)."""
+    if "prob_pos" in frame.columns:  # a binary run: negative, positive
+        return (frame["prob_pos"].to_numpy() >= 0.5).astype(int)
+    pol = polarity(names)
+    probs = frame[[f"prob_{i}" for i in range(len(names))]].to_numpy()
+    return (probs[:, pol == 1].sum(axis=1) > probs[:, pol == 0].sum(axis=1)).astype(int)
+
+
 def interval(ci: dict[str, float], pct: bool = True) -> str:
     scale = 100 if pct else 1
     return f"{ci['estimate'] * scale:.2f} [{ci['low'] * scale:.2f}, {ci['high'] * scale:.2f}]"
@@ -166,7 +178,7 @@ def in_domain(name: str, quick: bool, runs: Path, train: bool) -> dict[str, Any]
 
 def evaluate(model_run: Path, config: Path, data: Path, out: Path, extra: list[str]) -> pd.DataFrame:
     if not (out / "predictions.parquet").is_file():
-        cmd = [CLI, "evaluate", str(model_run), "--config", str(config), "--data", str(data)]
+        cmd = [CLI, "evaluate", str(model_run), str(config), "--data", str(data)]
         out.parent.mkdir(parents=True, exist_ok=True)
         run([*cmd, "--out", str(out), *extra], out.with_suffix(".log"))
     return pd.read_parquet(out / "predictions.parquet")
@@ -190,16 +202,19 @@ def transfer(imdb_run: Path, runs: Path) -> list[dict[str, Any]]:
         other = evaluate(imdb_run, config, DATA_ROOT / folder, runs / "transfer" / f"imdb-on-{name}", extra)
         own = pd.read_parquet(runs / name / "predictions.parquet")
         own = own.set_index(own["id"].astype(str)).loc[other["id"].astype(str)]  # the rows evaluate kept
-        own_pol = polarity(names_of(runs / name))
+        own_names = names_of(runs / name)
         truth = imdb_pol[other["label"].to_numpy()]  # the mapped labels are the IMDb model's classes
-        a_ok = imdb_pol[other["pred"].to_numpy()] == truth
-        b_ok = own_pol[own["pred"].to_numpy()] == truth
-        rows.append(_transfer_row(f"IMDb model on {name}", name, a_ok, b_ok, bootstrap_ci, mcnemar_test))
+        a_ok = polar_decision(other, imdb_names) == truth
+        b_ok = polar_decision(own, own_names) == truth
+        row = _transfer_row(f"IMDb model on {name}", name, a_ok, b_ok, bootstrap_ci, mcnemar_test)
+        if len(own_names) > 2:  # the in-domain model's own answer, neutral included
+            row["in_domain_strict"] = bootstrap_ci(truth, polarity(own_names)[own["pred"].to_numpy()], "accuracy")
+        rows.append(row)
 
     imdb_config = REPO / "configs" / "quickstart.yaml"
     imdb_data = DATA_ROOT / "imdb"
     own = pd.read_parquet(imdb_run / "predictions.parquet")  # the quick-start's 2,000 stratified test reviews
-    own_ok = imdb_pol[own["pred"].to_numpy()] == own["label"].to_numpy()
+    own_ok = polar_decision(own, imdb_names) == own["label"].to_numpy()
     for name in DATASETS:
         if name == "imdb_stars" or not (runs / name / "predictions.parquet").is_file():
             continue
@@ -213,8 +228,11 @@ def transfer(imdb_run: Path, runs: Path) -> list[dict[str, Any]]:
         if list(other["id"].astype(str)) != list(own["id"].astype(str)):
             sys.exit(f"{name} on IMDb: not the same 2,000 reviews as the IMDb model's")
         truth = own["label"].to_numpy()
-        a_ok = pol[other["pred"].to_numpy()] == truth
-        rows.append(_transfer_row(f"{name} model on IMDb", "imdb", a_ok, own_ok, bootstrap_ci, mcnemar_test))
+        a_ok = polar_decision(other, model_names) == truth
+        row = _transfer_row(f"{name} model on IMDb", "imdb", a_ok, own_ok, bootstrap_ci, mcnemar_test)
+        if len(model_names) > 2:
+            row["transfer_strict"] = bootstrap_ci(truth, pol[other["pred"].to_numpy()], "accuracy")
+        rows.append(row)
     return rows
 
 
@@ -257,13 +275,15 @@ def tables(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| model on data | rows | transfer accuracy [95% CI] | in-domain model, same rows [95% CI] | McNemar p |",
-        "|---|---|---|---|---|",
+        "| model on data | rows | transfer accuracy [95% CI] | in-domain model, same rows [95% CI] | McNemar p | "
+        "3/5-class model answering neutral counted wrong |",
+        "|---|---|---|---|---|---|",
     ]
     for row in results.get("transfer", []):
+        strict = row.get("in_domain_strict") or row.get("transfer_strict")
         lines.append(
             f"| {row['what']} | {row['n']:,} | {interval(row['transfer'])} | {interval(row['in_domain'])} | "
-            f"{row['mcnemar']['p_value']:.2g} |"
+            f"{row['mcnemar']['p_value']:.2g} | {interval(strict) if strict else ''} |"
         )
     return "\n".join(lines)
 
