@@ -314,3 +314,60 @@ def test_a_student_of_its_own_may_have_another_tokenizer(tmp_path, tiny_run_dir,
     assert metrics["distill"]["student"] == str(student) and metrics["distill"]["layers"] is None
     assert metrics["distill"]["vocab_size"]["before"] == metrics["distill"]["vocab_size"]["after"]
     assert Predictor.load(tmp_path / "run").tokenizer.__class__.__name__ == "RobertaTokenizer"
+
+
+def test_report_of_a_student_without_a_latency_table_says_how_to_get_one(student_run, tmp_path):
+    from sentiment_lab.report import build_report
+
+    run = tmp_path / "student"
+    shutil.copytree(student_run[0], run)
+    analysis = build_report(run, n_explanations=0, label_noise=False, n_boot=200)
+    section = analysis["compression"]
+    assert section["available"] is False and section["distill"]["layers"] == [1]
+    page = (run / "report.html").read_text()
+    assert "8. Compression" in page and "benchmarks/compression_table.py" in page and "distilled student" in page
+
+
+def test_compression_benchmark_measures_every_row_and_the_report_shows_it(
+    student_run, tiny_run_dir, imdb_dir, tmp_path
+):
+    """benchmarks/compression_table.py end to end on tiny models: a teacher, its student and the student's INT8 export."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sentiment_lab.report import build_report
+    from sentiment_lab.rundir import COMPRESSION_FILE
+
+    run = tmp_path / "student"
+    shutil.copytree(student_run[0], run)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compression_table.py"
+    out = tmp_path / "compression.json"
+    cmd = [sys.executable, str(script), "--teacher", str(tiny_run_dir), "--model", f"student L1={run}"]
+    cmd += ["--int8", str(run), "--int8-test-n", "16", "--samples", "8", "--latency-n", "3", "--data", str(imdb_dir)]
+    done = subprocess.run([*cmd, "--out", str(out), "--attach"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads(out.read_text())
+    names = [r["name"] for r in table["rows"]]
+    assert names == ["teacher", "student L1", "student L1, ONNX INT8"]
+    teacher, student, int8 = table["rows"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert student["accuracy"] == pytest.approx(metrics["test"]["accuracy"]) and student["test_n"] == 64
+    assert int8["test_n"] == 16 and int8["mcnemar_vs_teacher"]["b"] + int8["mcnemar_vs_teacher"]["c"] <= 16
+    assert student["parameters"] == metrics["distill"]["student_parameters"] < teacher["parameters"]
+    assert student["train_seconds"] == pytest.approx(
+        metrics["train_runtime_s"] + metrics["distill"]["teacher_logits"]["seconds"]
+    )
+    assert all(r["p50_ms"] > 0 and r["reviews_per_s"] > 0 for r in table["rows"])
+    assert student["p50_ratio"] == pytest.approx(student["p50_ms"] / table["reference"]["p50_ms"])
+    assert [c["row"] for c in table["checks"]] == ["student L1", "student L1, ONNX INT8"]
+    assert table["checks"][0]["C1"]["met"] is True  # a tiny model is far under 20M parameters
+    assert out.with_suffix(".png").is_file()
+    assert json.loads((run / COMPRESSION_FILE).read_text())["this_run"] == "student L1"
+    assert not (tiny_run_dir / COMPRESSION_FILE).exists()  # the teacher is only read
+
+    analysis = build_report(run, n_explanations=0, label_noise=False, n_boot=200)
+    assert analysis["compression"]["available"] is True
+    assert (run / analysis["compression"]["figure"]).is_file()
+    page = (run / "report.html").read_text()
+    assert "student L1, ONNX INT8" in page and 'alt="test accuracy against batch-1 latency' in page

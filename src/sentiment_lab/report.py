@@ -12,6 +12,7 @@ metrics and McNemar's test against the best member; the sections that need one m
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
 from sentiment_lab.metrics import classification_metrics
 from sentiment_lab.modeling import load_tokenizer
 from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
-from sentiment_lab.rundir import PREDICTIONS_FILE, RunFolder, load_run
+from sentiment_lab.rundir import COMPRESSION_FILE, PREDICTIONS_FILE, RunFolder, load_run
 from sentiment_lab.sidecar import read_sidecar
 from sentiment_lab.stats import bootstrap_ci
 from sentiment_lab.tokenization import count_tokens
@@ -662,6 +663,81 @@ def explanations_section(run: RunFolder, fig_dir: Path, n: int, ig_steps: int) -
 # The report --------------------------------------------------------------------------------------------------------
 
 
+# 8. Compression ---------------------------------------------------------------------------------------------------
+
+C3_LATENCY_TARGET = 0.33  # issue 17: a student's batch-1 p50 at most a third of the teacher in transformers.pipeline
+
+
+def compression_section(run: RunFolder, fig_dir: Path) -> dict[str, Any] | None:
+    """Where a distilled student or an ensemble stands against its teacher: None for any other run.
+
+    With COMPRESSION_FILE (written into the run by `benchmarks/compression_table.py --attach`): the measured table of
+    every model of that benchmark, latency included, and the accuracy-latency Pareto figure. Without it, a student
+    still shows what its run knows (parameters, layers, vocabulary, teacher and student accuracy).
+    """
+    distill = run.metrics.get("distill")
+    path = run.path / COMPRESSION_FILE
+    if not path.is_file():
+        if not distill:
+            return None
+        return {"available": False, "distill": distill, "test": run.metrics.get("test") or {}}
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        rows = table["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunDirError(f"{path} is unreadable ({exc}); run benchmarks/compression_table.py --attach again") from exc
+    this = table.get("this_run")
+    figure = pareto_figure(rows, fig_dir / "pareto.png", highlight=this)
+    return {
+        "available": True,
+        "distill": distill,
+        "rows": rows,
+        "reference": table.get("reference") or {},
+        "checks": table.get("checks") or [],
+        "this_run": this,
+        "load_1m": table.get("load_1m"),
+        "figure": figure,
+    }
+
+
+def pareto_figure(rows: list[dict[str, Any]], path: Path, highlight: str | None = None) -> Path:
+    """Test accuracy (95% CI bars) against batch-1 latency as a share of the reference, one point per model.
+
+    rows: the first is the teacher; each has name, accuracy, ci_low, ci_high, p50_ratio. The frontier joins the
+    models that no other model beats on both axes; the dashed lines are the teacher's accuracy minus 1 pp (C2) and
+    the C3 latency target.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    x = np.array([r["p50_ratio"] for r in rows], dtype=float)
+    y = np.array([100 * r["accuracy"] for r in rows], dtype=float)
+    low = y - np.array([100 * r["ci_low"] for r in rows])
+    high = np.array([100 * r["ci_high"] for r in rows]) - y
+    for k, r in enumerate(rows):
+        mine = r["name"] == highlight
+        color = "#dc2626" if mine else ("#111827" if k == 0 else "#2563eb")
+        size = 7 if mine else 5
+        ax.errorbar(x[k], y[k], yerr=[[low[k]], [high[k]]], fmt="o", color=color, capsize=3, markersize=size)
+        ax.annotate(r["name"], (x[k], y[k]), textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
+    order = np.argsort(x)
+    frontier, best = [], -np.inf
+    for k in order:  # fastest first: a point is on the frontier when it beats every faster one
+        if y[k] > best:
+            frontier.append(k)
+            best = y[k]
+    ax.plot(x[frontier], y[frontier], "-", color="#16a34a", alpha=0.6, linewidth=1.5, label="Pareto frontier")
+    ax.axhline(y[0] - 1.0, color="#6b7280", linestyle="--", linewidth=1, label="teacher - 1 pp (C2)")
+    ax.axvline(C3_LATENCY_TARGET, color="#f59e0b", linestyle="--", linewidth=1, label="latency target 0.33x (C3)")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 p50 latency / teacher in transformers.pipeline fp32 (log scale; lower is faster)")
+    ax.set_ylabel("test accuracy, % (95% CI)")
+    ax.set_title("Accuracy against latency")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def build_report(
     run_dir: str | Path,
     n_explanations: int = 6,
@@ -718,6 +794,9 @@ def build_report(
     if not label_noise:
         sections["label_noise"]["cleanlab_note"] = "confident learning was switched off (--no-label-noise)"
     sections["explanations"] = timed("explanations", explanations_section, run, fig_dir, n_explanations, ig_steps)
+    compression = timed("compression", compression_section, run, fig_dir)
+    if compression is not None:
+        sections["compression"] = compression
     timings["total"] = time.perf_counter() - started
 
     cfg = run.config
@@ -750,8 +829,8 @@ def _embedded(sections: dict[str, Any]) -> dict[str, str]:
     figs: dict[str, str] = {}
     for name, path in sections["data"].get("figures", {}).items():
         figs[f"data_{name}"] = embed_png(path)
-    for key in ("training", "metrics", "errors"):
-        if sections[key].get("figure"):
+    for key in ("training", "metrics", "errors", "compression"):
+        if (sections.get(key) or {}).get("figure"):
             figs[key] = embed_png(sections[key]["figure"])
     for name, path in sections["confidence"].get("figures", {}).items():
         figs[name] = embed_png(path)
