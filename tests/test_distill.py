@@ -331,7 +331,7 @@ def test_report_of_a_student_without_a_latency_table_says_how_to_get_one(student
 def test_compression_benchmark_measures_every_row_and_the_report_shows_it(
     student_run, tiny_run_dir, imdb_dir, tmp_path
 ):
-    """benchmarks/compression_table.py end to end on tiny models: a teacher, its student and the student's INT8 export."""
+    """benchmarks/compression_table.py end to end on tiny models: a teacher, its student, the student's INT8 export."""
     import subprocess
     import sys
     from pathlib import Path

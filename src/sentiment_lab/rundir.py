@@ -45,7 +45,7 @@ HISTORY_FILE = "history.csv"  # losses and validation scores per logged step (tr
 PREDICTION_COLUMNS = ("id", "label", "pred")  # in every predictions file; probabilities, logits and text vary
 ENSEMBLE_FILE = "ensemble.json"  # marks an ensemble folder: its members, their weights, temperatures, fingerprints
 ENSEMBLE_FORMAT = 1
-COMPRESSION_FILE = "compression.json"  # benchmarks/compression_table.py --attach: the table a student or ensemble belongs to
+COMPRESSION_FILE = "compression.json"  # benchmarks/compression_table.py --attach: the table of a student or ensemble
 # Files of a model folder that say nothing about its predictions (the model card, a benchmark), left out of a
 # member's fingerprint; so are sub-folders (onnx/) and hidden files (the temp files of atomic writes).
 UNFINGERPRINTED = ("README.md", "bench.json")
