@@ -113,6 +113,7 @@ def main() -> None:
     header = ["", "seed", "test accuracy % [95% CI]", "trainable parameters", "samples/s", "training", "peak RSS"]
     print(format_table(rows, [*header, "shipped", "McNemar p vs full"]))
     report = {"rows": results, "params": vars(args), "load_1m": os.getloadavg()[0]}
+    report["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")  # the runs' threads when the caller limited them
     write_json_atomic(Path(args.out), json_safe(report))
     print(f"written: {args.out}")
 

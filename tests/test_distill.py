@@ -371,3 +371,16 @@ def test_compression_benchmark_measures_every_row_and_the_report_shows_it(
     assert (run / analysis["compression"]["figure"]).is_file()
     page = (run / "report.html").read_text()
     assert "student L1, ONNX INT8" in page and 'alt="test accuracy against batch-1 latency' in page
+
+
+def test_an_unreadable_compression_table_stops_the_report_first(student_run, tmp_path):
+    from sentiment_lab.errors import RunDirError
+    from sentiment_lab.report import build_report
+    from sentiment_lab.rundir import COMPRESSION_FILE
+
+    run = tmp_path / "student"
+    shutil.copytree(student_run[0], run)
+    (run / COMPRESSION_FILE).write_text('{"rows": [')
+    with pytest.raises(RunDirError, match=r"compression\.json is unreadable .*compression_table\.py --attach"):
+        build_report(run, n_explanations=0, label_noise=False, n_boot=200)
+    assert not (run / "report.html").exists()

@@ -785,6 +785,8 @@ def build_report(
         return result
 
     sections: dict[str, Any] = {}
+    # first, so that an unreadable compression.json stops the report before its long sections
+    compression = timed("compression", compression_section, run, fig_dir)
     sections["data"], train = timed("data", data_section, run, tokenizer, max_length, fig_dir)
     sections["training"] = timed("training", training_section, run, fig_dir)
     sections["metrics"] = timed("metrics", metrics_section, run, fig_dir, n_boot)
@@ -794,7 +796,6 @@ def build_report(
     if not label_noise:
         sections["label_noise"]["cleanlab_note"] = "confident learning was switched off (--no-label-noise)"
     sections["explanations"] = timed("explanations", explanations_section, run, fig_dir, n_explanations, ig_steps)
-    compression = timed("compression", compression_section, run, fig_dir)
     if compression is not None:
         sections["compression"] = compression
     timings["total"] = time.perf_counter() - started
