@@ -28,6 +28,7 @@ from sentiment_lab.distill import (
     prune_vocabulary,
     read_unlabeled,
     resolve_layers,
+    self_training_rows,
     spread_layers,
 )
 from sentiment_lab.ensemble import make_ensemble
@@ -154,6 +155,9 @@ def test_unlabelled_texts_in_the_evaluation_sets_are_dropped_and_counted(tmp_pat
         ({"student": "minilm-l6", "layers": 2}, "is a model of its own; remove one of them"),
         ({"max_unlabeled": 10}, "max_unlabeled apply to the unlabeled texts"),
         ({"unlabeled": "u.parquet", "alpha": 1.0}, "alpha 1.0 switches off"),
+        ({"unlabeled": "u.parquet", "pseudo_labels": True, "alpha": 0.0}, "alpha 0 switches off"),
+        ({"pseudo_labels": True}, "pseudo_labels apply to the unlabeled texts"),
+        ({"unlabeled": "u.parquet", "min_confidence": 1.0}, "distill.min_confidence"),
         ({"layers": [1, 1]}, "repeats an index"),
         ({"layers": 0}, "distill.layers"),
         ({"temperature": 0}, "distill.temperature"),
@@ -384,3 +388,38 @@ def test_an_unreadable_compression_table_stops_the_report_first(student_run, tmp
     with pytest.raises(RunDirError, match=r"compression\.json is unreadable .*compression_table\.py --attach"):
         build_report(run, n_explanations=0, label_noise=False, n_boot=200)
     assert not (run / "report.html").exists()
+
+
+def test_self_training_keeps_confident_unlabelled_rows_with_the_teachers_class():
+    rows = pd.DataFrame(
+        {"id": ["a", "b", "u1", "u2", "u3"], "text": list("abcde"), "label": [0, 1, UNLABELED] * 1 + [UNLABELED] * 2}
+    )
+    # teacher top probabilities: u1 0.98 (class 1), u2 0.62 (class 0), u3 0.95 (class 0)
+    logits = np.array([[2.0, -2.0], [-1.0, 1.0], [-2.0, 1.9], [0.25, -0.25], [1.5, -1.44]], dtype=np.float32)
+    frame, kept_logits, facts = self_training_rows(rows, logits, 0.9, True, ["negative", "positive"])
+    assert frame["id"].tolist() == ["a", "b", "u1", "u3"] and frame["label"].tolist() == [0, 1, 1, 0]
+    assert np.array_equal(kept_logits, logits[[0, 1, 2, 4]])
+    assert facts == {
+        "min_confidence": 0.9,
+        "pseudo_labels": True,
+        "unlabeled": 3,
+        "kept": 2,
+        "kept_per_class": {"negative": 1, "positive": 1},
+    }
+    soft, _, facts = self_training_rows(rows, logits, None, False, ["negative", "positive"])  # soft labels only
+    assert soft["label"].tolist() == [0, 1, UNLABELED, UNLABELED, UNLABELED] and facts["kept"] == 3
+
+
+def test_a_self_trained_student_learns_pseudo_labels(tmp_path, tiny_run_dir, imdb_dir, tiny_splits):
+    texts = ["an unlabelled review, quite good", "dull and long", "the best film of the year", "awful"]
+    pd.DataFrame({"id": range(len(texts)), "text": texts}).to_parquet(tmp_path / "unsup.parquet")
+    cfg = _student_config(
+        imdb_dir, unlabeled=str(tmp_path / "unsup.parquet"), min_confidence=0.5, pseudo_labels=True, alpha=1.0
+    )
+    metrics = distill(tiny_run_dir, cfg, tmp_path / "student", splits=tiny_splits)
+    facts = metrics["distill"]["self_training"]
+    assert facts["unlabeled"] == 4 and facts["kept"] == 4 and facts["pseudo_labels"] is True  # every top p >= 0.5
+    assert sum(facts["kept_per_class"].values()) == 4
+    resolved = yaml.safe_load((tmp_path / "student" / "config.yaml").read_text())
+    assert resolved["resolved"]["distill"]["self_training"] == facts
+    assert resolved["distill"]["pseudo_labels"] is True and resolved["distill"]["min_confidence"] == 0.5

@@ -355,6 +355,11 @@ class DistillConfig(_Section):
     max_unlabeled: int | None = Field(None, ge=1)  # a random sample of this many (data.split_seed); None: all
     # A model of its own as the student (a name or folder, as model.name takes); None: cut from the teacher.
     student: str | None = None
+    # Self-training on the unlabelled texts: keep only those whose teacher's top probability is at least this
+    # (None: keep all), and with pseudo_labels give each kept text the teacher's class as a hard label too, so the
+    # cross-entropy learns from it as from a labelled review.
+    min_confidence: float | None = Field(None, gt=0.0, lt=1.0)
+    pseudo_labels: bool = False
 
     @field_validator("layers")
     @classmethod
@@ -377,14 +382,20 @@ class DistillConfig(_Section):
         if self.unlabeled is None:
             unused = [
                 key
-                for key in ("unlabeled_text_column", "max_unlabeled")
+                for key in ("unlabeled_text_column", "max_unlabeled", "min_confidence", "pseudo_labels")
                 if getattr(self, key) != DistillConfig.model_fields[key].default
             ]
             if unused:
                 raise ValueError(f"{' and '.join(unused)} apply to the unlabeled texts; set unlabeled or remove them")
-        elif self.alpha == 1.0:
+        elif self.alpha == 1.0 and not self.pseudo_labels:
             raise ValueError(
-                "unlabeled texts feed only the soft loss, which alpha 1.0 switches off; lower alpha or remove unlabeled"
+                "unlabeled texts feed only the soft loss, which alpha 1.0 switches off; lower alpha, set "
+                "pseudo_labels: true (the hard loss then learns them too) or remove unlabeled"
+            )
+        elif self.pseudo_labels and self.alpha == 0.0:
+            raise ValueError(
+                "pseudo_labels feed the hard-label loss, which alpha 0 switches off; raise alpha or remove "
+                "pseudo_labels"
             )
         return self
 

@@ -326,6 +326,40 @@ def read_unlabeled(cfg: ExperimentConfig, splits: DataSplits) -> tuple[pd.DataFr
     return frame.assign(label=UNLABELED), {"file": str(path), **counts}
 
 
+def self_training_rows(
+    rows: pd.DataFrame, logits: np.ndarray, min_confidence: float | None, hard: bool, names: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """The training rows for self-training: every labelled row, and the unlabelled rows whose teacher's top
+    probability (softmax of its logits) is at least min_confidence (all when None), with the teacher's class as their
+    label when `hard`; their logits; and the counts (kept per class) for the run's summary."""
+    unlabeled = (rows["label"] == UNLABELED).to_numpy()
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    top = probs.max(axis=1)
+    keep = ~unlabeled | (top >= (min_confidence or 0.0))
+    frame = rows.loc[keep].reset_index(drop=True)
+    teacher_class = probs.argmax(axis=1)[keep]
+    kept_unlabeled = unlabeled[keep]
+    if hard:
+        frame.loc[kept_unlabeled, "label"] = teacher_class[kept_unlabeled]
+    counts = np.bincount(teacher_class[kept_unlabeled], minlength=len(names))
+    facts = {
+        "min_confidence": min_confidence,
+        "pseudo_labels": hard,
+        "unlabeled": int(unlabeled.sum()),
+        "kept": int(kept_unlabeled.sum()),
+        "kept_per_class": {name: int(n) for name, n in zip(names, counts, strict=True)},
+    }
+    log.info(
+        "self-training: %d of %d unlabelled texts kept (teacher confidence >= %s)%s",
+        facts["kept"],
+        facts["unlabeled"],
+        min_confidence,
+        ", with the teacher's class as their label" if hard else "",
+    )
+    return frame, logits[keep], facts
+
+
 def _texts_digest(frame: pd.DataFrame) -> str:
     h = hashlib.sha256()
     for i, text in zip(frame["id"].astype(str), frame["text"], strict=True):
@@ -435,7 +469,12 @@ def distill(
         def soft_targets(run: Path) -> SoftTargets:
             logits, facts = cached_teacher_logits(source, rows[["id", "text"]], run, cfg.training.eval_batch_size)
             summary["teacher_logits"] = facts
-            return SoftTargets(frame=rows, logits=logits)
+            frame = rows
+            if d.unlabeled is not None and (d.min_confidence is not None or d.pseudo_labels):
+                frame, logits, summary["self_training"] = self_training_rows(
+                    rows, logits, d.min_confidence, d.pseudo_labels, splits.label_names
+                )
+            return SoftTargets(frame=frame, logits=logits)
 
         recipe = StudentRecipe(
             student.model, student.tokenizer, distillation_loss(d.alpha, d.temperature), soft_targets, summary
