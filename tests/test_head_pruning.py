@@ -96,3 +96,20 @@ def test_importance_is_the_gradient_of_the_loss_through_a_head_multiplier(prunin
     pruning.prune(model, importance, 1 / 8)
     with pytest.raises(ValueError, match="unpruned"):
         pruning.head_importance(model, tokenizer, texts, labels, max_length=16)
+
+
+def test_the_script_scores_every_fraction_against_the_unpruned_model(tiny_run_dir, tmp_path):
+    import json
+    import subprocess
+
+    out = tmp_path / "head_pruning.json"
+    cmd = [sys.executable, str(SCRIPT), str(tiny_run_dir), "--fractions", "0.5", "--val-n", "16", "--test-n", "32"]
+    done = subprocess.run([*cmd, "--latency-n", "3", "--out", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["rows"]) == ["unpruned", "50% of heads removed"]
+    assert np.array(report["importance"]).shape == (2, 2)  # the tiny model: 2 layers of 2 heads
+    assert sum(map(len, report["removed"]["0.5"].values())) == 2  # one head per layer: each keeps one
+    pruned, unpruned = report["rows"]["50% of heads removed"], report["rows"]["unpruned"]
+    assert pruned["parameters"] < unpruned["parameters"] and pruned["accuracy"]["n_boot"] == 2000
+    assert unpruned["p50_vs_unpruned"] == 1.0 and unpruned["mcnemar_vs_unpruned"]["b"] == 0
