@@ -252,6 +252,29 @@ def print_table(rows: list[dict[str, Any]], reference: dict[str, Any], checks: l
         print(f"{c['row']}: {verdicts}")
 
 
+def markdown_table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
+    """The table as Markdown, for docs/compression.md."""
+    lines = [
+        "| model | parameters | on disk | test accuracy [95% CI] | McNemar p vs teacher | batch-1 p50 "
+        "| reviews/s at 32 | training |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = "-" if r is rows[0] else f"{r['mcnemar_vs_teacher']['p_value']:.3g}"
+        train = "-" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min"
+        lines.append(
+            f"| {r['name']} | {r['parameters'] / 1e6:.1f}M | {r['size_bytes'] / 2**20:.0f} MiB | "
+            f"{100 * r['accuracy']:.2f}% [{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}] (n {r['test_n']:,}) | "
+            f"{p} | {r['p50_ms']:.1f} ms ({r['p50_ratio']:.2f}x) | {r['reviews_per_s']:.1f} "
+            f"({r['throughput_ratio']:.1f}x) | {train} |"
+        )
+    lines.append(
+        f"| reference: the teacher in `transformers.pipeline` fp32 | | | | | {reference['p50_ms']:.1f} ms (1x) | "
+        f"{reference['reviews_per_s']:.2f} (1x) | |"
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="the teacher's run folder (e.g. runs/cpu-minilm-full)")
@@ -319,6 +342,7 @@ def main() -> None:
         "load_1m": os.getloadavg()[0],  # a busy machine distorts every row
         "seconds": time.perf_counter() - started,
     }
+    print("\n" + markdown_table(rows, reference) + "\n")
     write_json_atomic(out, json_safe(report))
     pareto_figure(rows, plot)
     print(f"written: {out}, {plot}")
