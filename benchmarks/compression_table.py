@@ -68,6 +68,7 @@ def describe_run(name: str, path: Path) -> dict[str, Any]:
         size = sum(p["size_bytes"] for p in parts)
         train_s = sum(p["train_seconds"] or 0.0 for p in parts)
         kind = f"ensemble of {len(members)}"
+        logits_s = None
     else:
         model_dir = path / MODEL_DIR
         parameters = saved_parameters(model_dir)
@@ -83,6 +84,8 @@ def describe_run(name: str, path: Path) -> dict[str, Any]:
         "parameters": int(parameters),
         "size_bytes": int(size),
         "train_seconds": train_s or None,
+        "train_seconds_logits": logits_s,  # a distilled run's teacher pass (in train_seconds)
+        "members": [str(m) for m in members] if is_ensemble(path) else None,
         "distill": metrics.get("distill"),
         "tfidf_accuracy": (((metrics.get("baselines") or {}).get("tfidf_logreg") or {}).get("test") or {}).get(
             "accuracy"
@@ -281,6 +284,13 @@ def main() -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME=RUN_DIR", help="a row (repeatable)")
     p.add_argument("--int8", action="append", default=[], metavar="RUN_DIR", help="add the ONNX INT8 row of a run")
     p.add_argument("--int8-test-n", type=int, default=None, help="score only the first N test reviews in INT8")
+    p.add_argument(
+        "--train-seconds",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="a row's training time when its metrics.json cannot tell it (a resumed run records its last session)",
+    )
     p.add_argument("--data", default=os.environ.get("IMDB_DIR", str(REPO.parent / "shared" / "data" / "imdb")))
     p.add_argument("--samples", type=int, default=512, help="reviews of the batch-32 pass")
     p.add_argument("--latency-n", type=int, default=200, help="reviews timed one at a time")
@@ -305,10 +315,18 @@ def main() -> None:
         if not sep:
             sys.exit(f"--model takes NAME=RUN_DIR, got {item!r}")
         named.append((name, Path(path).resolve()))
+    given = dict(item.partition("=")[::2] for item in args.train_seconds)
     rows, predictions = [], {}
     for name, path in named:
         rows.append(describe_run(name, path))
+        if name in given:
+            rows[-1]["train_seconds"] = float(given[name]) + (rows[-1]["train_seconds_logits"] or 0.0)
+            rows[-1]["train_seconds_given"] = float(given[name])
         predictions[name] = test_predictions(path)
+    for row in rows:  # an ensemble cost what its members cost, with any --train-seconds of theirs
+        by_path = {r["path"]: r for r in rows}
+        if row["members"] and all(m in by_path for m in row["members"]):
+            row["train_seconds"] = sum(by_path[m]["train_seconds"] or 0.0 for m in row["members"])
     refused = {}
     for path in map(Path, args.int8):
         base = next((r for r in rows if Path(r["path"]) == path.resolve()), None)
