@@ -323,8 +323,8 @@ def main() -> None:
             rows[-1]["train_seconds"] = float(given[name]) + (rows[-1]["train_seconds_logits"] or 0.0)
             rows[-1]["train_seconds_given"] = float(given[name])
         predictions[name] = test_predictions(path)
+    by_path = {r["path"]: r for r in rows}
     for row in rows:  # an ensemble cost what its members cost, with any --train-seconds of theirs
-        by_path = {r["path"]: r for r in rows}
         if row["members"] and all(m in by_path for m in row["members"]):
             row["train_seconds"] = sum(by_path[m]["train_seconds"] or 0.0 for m in row["members"])
     refused = {}
