@@ -28,10 +28,10 @@ from sentiment_lab.evaluation import evaluate_model
 from sentiment_lab.export import export_onnx
 from sentiment_lab.modeling import architecture_names, encoder_layers, load_classifier
 from sentiment_lab.predictor import Predictor
-from sentiment_lab.runners import encode_windows
 from sentiment_lab.server.app import create_app
 from sentiment_lab.server.explainer import model_explainer
 from sentiment_lab.server.settings import ServerSettings
+from sentiment_lab.tokenization import encode_windows
 from sentiment_lab.training import train
 
 SHORT = "A wonderful film, truly moving and great."

@@ -17,8 +17,9 @@ from sentiment_lab.metrics import softmax
 from sentiment_lab.modeling import load_classifier, load_tokenizer
 from sentiment_lab.precision import cpu_has_native_bf16
 from sentiment_lab.predictor import Predictor
-from sentiment_lab.runners import chunk_windows, compute_logits, encode_windows
+from sentiment_lab.runners import compute_logits
 from sentiment_lab.sidecar import TextSettings, read_sidecar, update_sidecar
+from sentiment_lab.tokenization import chunk_windows, encode_windows
 
 
 @pytest.fixture(scope="module")

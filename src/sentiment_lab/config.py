@@ -183,11 +183,21 @@ class TokenizationConfig(_Section):
     truncation: Literal["head", "tail", "head_tail"] = "head"
     head_tokens: int | None = Field(None, ge=0)  # head_tail: tokens kept from the start; default max_length//4
     padding: Literal["dynamic", "max_length"] = "dynamic"
+    # truncate: one sequence per text, cut as `truncation` says. chunk: a text longer than max_length trains as
+    # overlapping windows (a quarter shared), each with the text's label, and is scored (validation, test, evaluate,
+    # and predict/serve by default) by averaging its windows' logits: all of a long review counts, not only its ends
+    long_text: Literal["truncate", "chunk"] = "truncate"
+    max_windows: int | None = Field(None, ge=1)  # chunk: at most this many training windows per text (None: all)
 
     @model_validator(mode="after")
     def _head_fits(self) -> TokenizationConfig:
         if self.head_tokens is not None and self.head_tokens > self.max_length - 2:
             raise ValueError(f"head_tokens ({self.head_tokens}) must be at most max_length - 2 ({self.max_length - 2})")
+        if self.max_windows is not None and self.long_text != "chunk":
+            raise ValueError(
+                f"max_windows ({self.max_windows}) caps the windows of long_text: chunk; set long_text: chunk "
+                "or drop max_windows"
+            )
         return self
 
 

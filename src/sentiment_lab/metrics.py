@@ -71,15 +71,30 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def trainer_compute_metrics(eval_pred: Any) -> dict[str, float]:
+def trainer_compute_metrics(eval_pred: Any, owners: np.ndarray | None = None) -> dict[str, float]:
     """`compute_metrics` for the HF Trainer: the scalar metrics of `classification_metrics` (any number of classes).
 
     The number of classes is the logits' width, so `f1` is the positive class's for two and the macro F1 beyond.
+    owners: for evaluation rows that are windows of texts (`tokenization.long_text: chunk`), the text of each row;
+    the metrics are then those of the texts, each scored by the mean of its windows' logits.
     """
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
+    if owners is not None:
+        if len(owners) != len(logits):
+            raise ValueError(f"{len(logits)} evaluation rows but {len(owners)} window owners")
+        texts, first = np.unique(owners, return_index=True)  # every window of a text carries the text's label
+        logits = average_by_owner(logits, owners, len(texts))
+        labels = labels[first]
     k = logits.shape[-1]
     names = CLASS_NAMES if k == 2 else tuple(f"class_{i}" for i in range(k))
     m = classification_metrics(labels, np.argmax(logits, axis=-1), label_names=names)
     return {key: m[key] for key in ("accuracy", "f1", "precision", "recall", "f1_macro")}
+
+
+def average_by_owner(logits: np.ndarray, owners: np.ndarray, n: int) -> np.ndarray:
+    """Mean logits of the windows of each text."""
+    sums = np.zeros((n, logits.shape[-1]), dtype=np.float64)
+    np.add.at(sums, owners, logits)
+    return (sums / np.bincount(owners, minlength=n)[:, None]).astype(np.float32)

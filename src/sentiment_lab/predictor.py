@@ -16,26 +16,24 @@ import numpy as np
 from transformers import AutoConfig
 
 from sentiment_lab.errors import ConfigError, InputError, ModelError
+from sentiment_lab.metrics import average_by_owner
 from sentiment_lab.modeling import ID2LABEL, load_classifier, load_tokenizer
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.predictor_options import PredictorOptions
 from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, is_ensemble, locate_model, verify_ensemble
 from sentiment_lab.runners import (
     Runner,
-    average_by_owner,
     average_probabilities,
     batched_logits,
     calibrated_probs,
     compiled_runner,
-    default_stride,
     embedding_runner,
-    encode_windows,
     onnx_runner,
     probability_logits,
     torch_runner,
 )
 from sentiment_lab.sidecar import DEFAULT_REVIEW_THRESHOLD, TextSettings, read_sidecar
-from sentiment_lab.tokenization import token_budget
+from sentiment_lab.tokenization import default_stride, encode_windows, token_budget
 
 log = logging.getLogger("sentiment_lab")
 
@@ -124,8 +122,15 @@ class Predictor:
         return self.options.batch_size
 
     @property
-    def long_text(self) -> str:
-        return self.options.long_text
+    def long_text(self) -> str | None:
+        """truncate or chunk: the option when given, else the model's own (chunk for a model trained on windows);
+        for an ensemble without the option, the members' mode when they share it, else None (each uses its own)."""
+        if self.options.long_text is not None:
+            return self.options.long_text
+        if self.members:
+            modes = {m.long_text for m in self.members}
+            return modes.pop() if len(modes) == 1 else None
+        return self.settings.long_text if self.settings is not None else "truncate"
 
     @property
     def stride(self) -> int | None:

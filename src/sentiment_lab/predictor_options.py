@@ -28,8 +28,10 @@ class PredictorOptions(BaseModel):
     backend: Backend = Field("torch", description="torch weights, or ONNX Runtime (needs export)")
     quantized: StrictBool = Field(False, description="onnx backend: the INT8 model (model.int8.onnx)")
     batch_size: StrictInt = Field(32, ge=1, description="texts per forward pass")
-    long_text: LongTextMode = Field(
-        "truncate", description="truncate as in training, or average the logits of overlapping windows"
+    long_text: LongTextMode | None = Field(
+        None,
+        description="truncate as in training, or average the logits of overlapping windows (default: the model's "
+        "own, chunk for a model trained with tokenization.long_text: chunk, else truncate)",
     )
     stride: StrictInt | None = Field(None, ge=0, description="chunk mode: ids shared by neighbouring windows")
     review_threshold: float | None = Field(

@@ -167,7 +167,7 @@ def collect_texts(cfg: ExperimentConfig, splits: DataSplits) -> tuple[pd.DataFra
 def tokenize_texts(frame: pd.DataFrame, tokenizer: Any, settings: TextSettings) -> tuple[Any, int]:
     """A `datasets.Dataset` of input_ids/attention_mask, without the texts of fewer than MIN_TOKENS tokens of their
     own, and how many those were. No text left is one DataError naming the rule."""
-    dataset = tokenize_frame(frame, tokenizer, settings, with_labels=False)
+    dataset, _ = tokenize_frame(frame, tokenizer, settings, with_labels=False)
     prefix, suffix = special_token_frame(tokenizer)
     frame_tokens = len(prefix) + len(suffix)
     keep = [i for i, ids in enumerate(dataset["input_ids"]) if len(ids) - frame_tokens >= MIN_TOKENS]

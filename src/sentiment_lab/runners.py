@@ -9,7 +9,6 @@ whose logits are averaged, so nothing of it is ignored.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -22,54 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from sentiment_lab.errors import ModelError
-from sentiment_lab.metrics import softmax
+from sentiment_lab.metrics import average_by_owner, softmax
 from sentiment_lab.precision import ResolvedPrecision
 from sentiment_lab.sidecar import TextSettings
-from sentiment_lab.tokenization import encode_texts, preprocess_texts, special_token_frame, token_budget
+from sentiment_lab.tokenization import encode_windows
 
 # (input_ids, attention_mask), both int64 (batch, seq) -> logits float32 (batch, labels)
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def chunk_windows(ids: list[int], budget: int, overlap: int) -> list[list[int]]:
-    """Evenly spaced windows of `budget` ids covering all of `ids`, consecutive ones sharing about `overlap` ids.
-
-    Every window is full length (unlike a fixed stride, which leaves a short last window weighing as much
-    as a full one in the average).
-    """
-    if len(ids) <= budget:
-        return [ids]
-    count = math.ceil((len(ids) - overlap) / (budget - overlap))
-    starts = np.linspace(0, len(ids) - budget, count).round().astype(int)
-    return [ids[s : s + budget] for s in starts]
-
-
-def encode_windows(
-    tokenizer: Any, texts: list[str], settings: TextSettings, long_text: str = "truncate", stride: int | None = None
-) -> tuple[list[list[int]], np.ndarray]:
-    """Model inputs (token ids with special tokens) and, for each, the index of the text it came from.
-
-    `truncate` gives one sequence per text, cut exactly as in training; `chunk` splits a text longer than
-    max_length into overlapping windows (`stride` ids shared by neighbours) and leaves shorter texts as they are.
-    """
-    if long_text == "truncate":
-        return encode_texts(tokenizer, texts, settings)["input_ids"], np.arange(len(texts))
-    texts = preprocess_texts(texts, settings)
-    prefix, suffix = special_token_frame(tokenizer)
-    budget = token_budget(tokenizer, settings.max_length)
-    overlap = default_stride(settings, tokenizer) if stride is None else stride
-    sequences: list[list[int]] = []
-    owners: list[int] = []
-    for i, ids in enumerate(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]):
-        for window in chunk_windows(ids, budget, overlap):
-            sequences.append(prefix + window + suffix)
-            owners.append(i)
-    return sequences, np.asarray(owners, dtype=np.int64)
-
-
-def default_stride(settings: TextSettings, tokenizer: Any) -> int:
-    """Tokens shared by neighbouring windows in chunk mode: a quarter of the window."""
-    return token_budget(tokenizer, settings.max_length) // 4
 
 
 def batched_logits(
@@ -92,13 +50,6 @@ def batched_logits(
             out = np.zeros((len(sequences), logits.shape[-1]), dtype=np.float32)
         out[idx] = logits
     return out if out is not None else np.zeros((0, 2), dtype=np.float32)
-
-
-def average_by_owner(logits: np.ndarray, owners: np.ndarray, n: int) -> np.ndarray:
-    """Mean logits of the windows of each text."""
-    sums = np.zeros((n, logits.shape[-1]), dtype=np.float64)
-    np.add.at(sums, owners, logits)
-    return (sums / np.bincount(owners, minlength=n)[:, None]).astype(np.float32)
 
 
 def torch_runner(model: Any, autocast_dtype: torch.dtype | None = None) -> Runner:
@@ -193,9 +144,13 @@ def compute_logits(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Logits (n, labels) in input order; batches are sorted by length so little padding is computed."""
-    sequences, _ = encode_windows(tokenizer, texts, settings)
-    return batched_logits(sequences, tokenizer, torch_runner(model, autocast_dtype), batch_size, progress)
+    """Logits (n, labels) in input order; batches are sorted by length so little padding is computed.
+
+    A model trained in chunk mode (`settings.long_text`) reads a long text as windows and gets their mean logits.
+    """
+    sequences, owners = encode_windows(tokenizer, texts, settings)
+    logits = batched_logits(sequences, tokenizer, torch_runner(model, autocast_dtype), batch_size, progress)
+    return logits if settings.long_text == "truncate" else average_by_owner(logits, owners, len(texts))
 
 
 def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:

@@ -38,6 +38,9 @@ class TextSettings(BaseModel):
     head_tokens: int | None = Field(None, ge=0)  # head_tail: tokens kept from the start; default a quarter
     lowercase: bool = False
     strip_html: bool = False
+    # how a text longer than max_length is read: cut as `truncation` says, or as overlapping windows whose logits are
+    # averaged (a model trained with `tokenization.long_text: chunk`); predict/serve/evaluate default to it
+    long_text: Literal["truncate", "chunk"] = "truncate"
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> TextSettings:
@@ -49,6 +52,7 @@ class TextSettings(BaseModel):
             head_tokens=t.head_tokens,
             lowercase=cfg.data.lowercase,
             strip_html=cfg.data.strip_html,
+            long_text=t.long_text,
         )
 
 

@@ -6,6 +6,7 @@ The settings that turn text into ids (`sidecar.TextSettings`) are saved beside t
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -72,6 +73,56 @@ def encode_texts(tokenizer: Any, texts: list[str], settings: TextSettings) -> di
     return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
 
 
+def chunk_windows(ids: list[int], budget: int, overlap: int, max_windows: int | None = None) -> list[list[int]]:
+    """Evenly spaced windows of `budget` ids covering all of `ids`, consecutive ones sharing about `overlap` ids.
+
+    Every window is full length (unlike a fixed stride, which leaves a short last window weighing as much
+    as a full one in the average). max_windows: at most that many of them, evenly spaced from the first to the
+    last (training's cap on the cost of a very long text; the middle is then only partly covered).
+    """
+    if len(ids) <= budget:
+        return [ids]
+    count = math.ceil((len(ids) - overlap) / (budget - overlap))
+    starts = np.linspace(0, len(ids) - budget, count).round().astype(int)
+    if max_windows is not None and count > max_windows:
+        starts = starts[np.linspace(0, count - 1, max_windows).round().astype(int)]
+    return [ids[s : s + budget] for s in starts]
+
+
+def encode_windows(
+    tokenizer: Any,
+    texts: list[str],
+    settings: TextSettings,
+    long_text: str | None = None,
+    stride: int | None = None,
+    max_windows: int | None = None,
+) -> tuple[list[list[int]], np.ndarray]:
+    """Model inputs (token ids with special tokens) and, for each, the index of the text it came from.
+
+    `truncate` gives one sequence per text, cut exactly as in training; `chunk` splits a text longer than
+    max_length into overlapping windows (`stride` ids shared by neighbours, at most `max_windows` per text) and
+    leaves shorter texts as they are. long_text None: the model's own mode (`settings.long_text`).
+    """
+    if (long_text or settings.long_text) == "truncate":
+        return encode_texts(tokenizer, texts, settings)["input_ids"], np.arange(len(texts))
+    texts = preprocess_texts(texts, settings)
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = token_budget(tokenizer, settings.max_length)
+    overlap = default_stride(settings, tokenizer) if stride is None else stride
+    sequences: list[list[int]] = []
+    owners: list[int] = []
+    for i, ids in enumerate(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]):
+        for window in chunk_windows(ids, budget, overlap, max_windows):
+            sequences.append(prefix + window + suffix)
+            owners.append(i)
+    return sequences, np.asarray(owners, dtype=np.int64)
+
+
+def default_stride(settings: TextSettings, tokenizer: Any) -> int:
+    """Tokens shared by neighbouring windows in chunk mode: a quarter of the window."""
+    return token_budget(tokenizer, settings.max_length) // 4
+
+
 def count_tokens(tokenizer: Any, texts: list[str]) -> np.ndarray:
     """Tokens per text including the special tokens, without truncation."""
     prefix, suffix = special_token_frame(tokenizer)
@@ -79,12 +130,20 @@ def count_tokens(tokenizer: Any, texts: list[str]) -> np.ndarray:
     return np.array([len(ids) + len(prefix) + len(suffix) for ids in bare])
 
 
-def tokenize_frame(df: Any, tokenizer: Any, settings: TextSettings, with_labels: bool = True) -> Any:
-    """A `datasets.Dataset` of input_ids/attention_mask(/labels) for a split frame."""
+def tokenize_frame(
+    df: Any, tokenizer: Any, settings: TextSettings, with_labels: bool = True, max_windows: int | None = None
+) -> tuple[Any, np.ndarray]:
+    """A `datasets.Dataset` of input_ids/attention_mask(/labels) for a split frame, and for each of its rows the
+    position of the frame row it came from.
+
+    In `chunk` mode (`settings.long_text`) a long text gives one row per window (at most `max_windows`), each with
+    the text's label: the model learns from all of a long review, and its windows' logits are averaged per review
+    when it is scored (`metrics.average_by_owner`), as at inference.
+    """
     import datasets  # heavy (about 1 s at import) and needed only for training: not loaded by predict/serve
 
-    enc = encode_texts(tokenizer, df["text"].tolist(), settings)
-    columns: dict[str, Any] = dict(enc)
+    sequences, owners = encode_windows(tokenizer, df["text"].tolist(), settings, max_windows=max_windows)
+    columns: dict[str, Any] = {"input_ids": sequences, "attention_mask": [[1] * len(ids) for ids in sequences]}
     if with_labels:
-        columns["labels"] = df["label"].astype("int64").tolist()
-    return datasets.Dataset.from_dict(columns)
+        columns["labels"] = df["label"].astype("int64").to_numpy()[owners].tolist()
+    return datasets.Dataset.from_dict(columns), owners

@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -487,11 +488,23 @@ def _train_in_run_dir(
             100 * counts["trainable"] / counts["total"],
         )
 
-    train_ds = tokenize_frame(soft.frame if soft else splits.train, tokenizer, settings)
-    if soft:
-        train_ds = train_ds.add_column(TEACHER_LOGITS, soft.logits.astype(np.float32).tolist())
+    max_windows = cfg.tokenization.max_windows
+    train_frame = soft.frame if soft else splits.train
+    train_ds, train_owners = tokenize_frame(train_frame, tokenizer, settings, True, max_windows)
+    if soft:  # in chunk mode every window of a text learns from the teacher's logits of the whole text
+        train_ds = train_ds.add_column(TEACHER_LOGITS, soft.logits[train_owners].astype(np.float32).tolist())
     has_val = len(splits.val) > 0
-    val_ds = tokenize_frame(splits.val, tokenizer, settings) if has_val else None
+    val_ds, val_owners = tokenize_frame(splits.val, tokenizer, settings) if has_val else (None, None)
+    if settings.long_text == "chunk":
+        log.info(
+            "long_text chunk: %d training texts -> %d windows%s",
+            len(train_frame),
+            len(train_ds),
+            f" (at most {max_windows} per text)" if max_windows else "",
+        )
+        if is_main_process():  # config.yaml tells how many sequences the epochs really took
+            resolved["resolved"]["data"]["train_windows"] = len(train_ds)
+            write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
     collator = DataCollatorWithPadding(tokenizer, padding=pad_to, max_length=settings.max_length)
 
@@ -531,7 +544,8 @@ def _train_in_run_dir(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         data_collator=collator,
-        compute_metrics=trainer_compute_metrics,
+        # chunk mode: validation metrics on the reviews (their windows' logits averaged), not on the windows
+        compute_metrics=partial(trainer_compute_metrics, owners=val_owners if settings.long_text == "chunk" else None),
         callbacks=callbacks,
         optimizers=optimizers,
     )

@@ -74,7 +74,8 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--long-text",
         choices=LONG_TEXT_MODES,
-        help="truncate as in training (default), or average the logits of overlapping windows over the whole review",
+        help="truncate as in training, or average the logits of overlapping windows over the whole review "
+        "(default: the model's own, chunk for a model trained with tokenization.long_text: chunk)",
     )
     p.add_argument("--stride", type=int, help="chunk mode: tokens shared by neighbouring windows (default: 1/4)")
     p.add_argument(
@@ -207,7 +208,7 @@ def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backends", help="comma-separated subset of torch,torch-bf16,onnx,onnx-int8 (default: all available)"
     )
-    p.add_argument("--long-text", choices=LONG_TEXT_MODES, help="truncate (default) or chunk")
+    p.add_argument("--long-text", choices=LONG_TEXT_MODES, help="truncate or chunk (default: the model's own)")
     p.add_argument("--data", help="IMDb folder (default: IMDB_DIR)")
     p.add_argument("--out", help="JSON results file (default: RUN_DIR/bench.json, or MODEL_DIR/bench.json)")
     p.add_argument("--threads", type=int, help="intra-op threads for every backend (default: torch's count)")
