@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
 
+from conftest import tiny_config
 from sentiment_lab.config import build_config
 from sentiment_lab.errors import ConfigError
 from sentiment_lab.metrics import trainer_compute_metrics
