@@ -104,6 +104,13 @@ def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir, grou
     shutil.rmtree(run / "model")
     (run / "checkpoints" / "checkpoint-12").mkdir()  # incomplete: no trainer_state.json
     assert last_checkpoint(run).name == "checkpoint-4"
+    # the seconds spent up to the checkpoint are in it; pretend the killed session took 1,000 s
+    state_file = run / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    clock = state["stateful_callbacks"]["CumulativeTrainTime"]["args"]
+    assert 0 < clock["before_s"] < full["train_runtime_s"]
+    clock["before_s"] = 1000.0
+    state_file.write_text(json.dumps(state))
 
     with pytest.raises(RunDirError, match="resume"):
         train(build_config(raw), run)
@@ -111,6 +118,7 @@ def test_resume_continues_at_saved_step(tmp_path, tiny_model_dir, imdb_dir, grou
     resumed = train(build_config(raw), run)
     assert resumed["resumed_from"] == "checkpoint-4"
     assert resumed["global_step"] == full["global_step"] == 8
+    assert 1000.0 < resumed["train_runtime_s"] < 1000.0 + full["train_runtime_s"] + 60  # both sessions counted
     assert resumed["test"]["accuracy"] == pytest.approx(full["test"]["accuracy"], abs=1e-6)
 
 

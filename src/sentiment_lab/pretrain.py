@@ -57,6 +57,7 @@ from sentiment_lab.rundir import (
 from sentiment_lab.sidecar import TextSettings
 from sentiment_lab.tokenization import preprocess_text, special_token_frame, tokenize_frame
 from sentiment_lab.training import (
+    CumulativeTrainTime,
     LengthBucketTrainer,
     LogToFileCallback,
     attach_file_log,
@@ -305,7 +306,9 @@ def _pretrain_in_run_dir(
             counts["used"],
         )
 
-    callbacks: list[Any] = [LogToFileCallback()]
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    clock = CumulativeTrainTime(CumulativeTrainTime.seconds_before(checkpoint))
+    callbacks: list[Any] = [LogToFileCallback(), clock]
     if "tensorboard" in cfg.training.report_to:
         callbacks.insert(0, TensorBoardCallback(SummaryWriter(str(run_dir / "tensorboard"))))
     optimizers: tuple[Any, Any] = (None, None)
@@ -324,7 +327,6 @@ def _pretrain_in_run_dir(
         callbacks=callbacks,
         optimizers=optimizers,
     )
-    checkpoint = last_checkpoint(run_dir) if resume else None
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -354,7 +356,7 @@ def _pretrain_in_run_dir(
         "new_head": bool(mlm.new_weights),
         "texts": texts,
         "dropped_in_evaluation_sets": texts["in_evaluation_sets"],
-        "train_runtime_s": float(result.metrics["train_runtime"]),
+        "train_runtime_s": clock.before_s + float(result.metrics["train_runtime"]),  # every session
         "train_samples_per_s": float(result.metrics["train_samples_per_second"]),
         "global_step": int(trainer.state.global_step),
         "resumed_from": checkpoint.name if checkpoint else None,

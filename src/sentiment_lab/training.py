@@ -8,10 +8,12 @@ val_predictions.parquet, metrics.json (last: its presence marks the run finished
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,6 +37,7 @@ from transformers import (
     set_seed,
 )
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import ExportableState
 
 from sentiment_lab.baselines import fit_baselines
 from sentiment_lab.config import ExperimentConfig, config_to_dict
@@ -347,6 +350,42 @@ class LogToFileCallback(TrainerCallback):
             step_log.info("step %d: %s", state.global_step, logs)
 
 
+class CumulativeTrainTime(TrainerCallback, ExportableState):
+    """Training seconds over every session of a resumed run.
+
+    The Trainer's `train_runtime` counts only the session that finished; a run killed and resumed twice would claim
+    the last session's minutes as its cost. An `ExportableState` callback's `state()` is saved by the Trainer into
+    each checkpoint's trainer_state.json, so the seconds spent up to a checkpoint travel with it
+    (`seconds_before(checkpoint)` reads them back on resume).
+    """
+
+    def __init__(self, before_s: float = 0.0) -> None:
+        self.before_s = before_s
+        self._start = time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.before_s + time.perf_counter() - self._start
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {"before_s": self.seconds}, "attributes": {}}
+
+    @classmethod
+    def seconds_before(cls, checkpoint: Path | None) -> float:
+        """Training seconds spent up to a checkpoint (0 without one, or for a checkpoint written before they were
+        kept)."""
+        if checkpoint is None:
+            return 0.0
+        try:
+            saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"][cls.__name__]
+            return float(saved["args"]["before_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+
 def train(
     cfg: ExperimentConfig,
     out_dir: str | Path,
@@ -528,6 +567,9 @@ def _train_in_run_dir(
     if cfg.training.early_stopping_patience and has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     callbacks.extend(extra_callbacks)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    clock = CumulativeTrainTime(CumulativeTrainTime.seconds_before(checkpoint))
+    callbacks.append(clock)
     args = build_training_arguments(cfg, run_dir, precision, has_val)
     if class_weights is None and student is None:
         trainer_class, weighting = (LengthBucketTrainer if cfg.training.group_by_length else Trainer), {}
@@ -550,7 +592,6 @@ def _train_in_run_dir(
         optimizers=optimizers,
     )
 
-    checkpoint = last_checkpoint(run_dir) if resume else None
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -564,7 +605,8 @@ def _train_in_run_dir(
         metrics = _evaluate_and_save(cfg, run_dir, trainer, splits, tokenizer, settings, precision)
         metrics.update(
             {
-                "train_runtime_s": float(result.metrics["train_runtime"]),
+                # every session of a resumed run (the Trainer's train_runtime is the last session's only)
+                "train_runtime_s": clock.before_s + float(result.metrics["train_runtime"]),
                 "train_samples_per_s": float(result.metrics["train_samples_per_second"]),
                 "best_step": int(best_step),
                 "global_step": int(trainer.state.global_step),
