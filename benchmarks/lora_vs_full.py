@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from sentiment_lab.benchmarking import run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"full fine-tuning": "configs/quickstart.yaml", "LoRA": "configs/quickstart-lora.yaml"}
@@ -34,15 +34,7 @@ def train(name: str, seed: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "sentiment_lab", "train", str(REPO / CONFIGS[name]), "--out", str(out)]
     cmd += ["--overwrite", "--set", f"training.seed={seed}"] + (["--data", args.data] if args.data else [])
     print(f"{name}, seed {seed}: {' '.join(cmd[2:])}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # wait4 gives this child's own rusage (getrusage(RUSAGE_CHILDREN) would be the maximum over every child so far)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{name} (seed {seed}) failed:\n{stderr[-3000:]}")
+    measured = run_measured(cmd)
     import yaml
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,8 +50,7 @@ def train(name: str, seed: int, args: argparse.Namespace) -> dict:
         "total_parameters": resolved["parameters"]["total"],
         "train_samples_per_s": metrics["train_samples_per_s"],
         "train_runtime_s": metrics["train_runtime_s"],
-        "wall_s": wall,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        **measured,
         "model_bytes": folder_bytes(out / "model") - folder_bytes(out / "model" / "adapter"),
         "adapter_bytes": lora.get("adapter_bytes"),
     }

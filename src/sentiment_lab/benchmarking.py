@@ -210,3 +210,23 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def run_measured(cmd: list[str]) -> dict[str, Any]:
+    """Run a command (a training, say) in its own process: wall seconds and its peak resident memory, or SystemExit
+    with the end of its stderr when it fails. wait4 gives this child's own rusage (getrusage(RUSAGE_CHILDREN) would
+    be the maximum over every child so far)."""
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr_lines: list[str] = []
+    if proc.stderr is not None:  # read while it runs: a full pipe would block the child
+        for line in proc.stderr:
+            stderr_lines = [*stderr_lines[-200:], line]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{''.join(stderr_lines)[-3000:]}")
+    return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
