@@ -234,3 +234,16 @@ def arch_run_dir(tmp_path_factory: pytest.TempPathFactory, arch_model_dir: Path,
     run = tmp_path_factory.mktemp("arch-runs") / f"{arch_model_dir.name}-run"
     train(build_config(arch_config(arch_model_dir, imdb_dir)), run, splits=tiny_splits)
     return run
+
+
+def load_benchmark(name: str) -> Any:
+    """A script of benchmarks/ imported as a module (scripts are not a package; their pure functions are tested)."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look their module up here
+    spec.loader.exec_module(module)
+    return module

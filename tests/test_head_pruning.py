@@ -1,7 +1,6 @@
 """benchmarks/head_pruning.py: the gradient head importance and the hand-written head removal (transformers 5 has
 no `prune_heads`) on a tiny BERT built in code."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -9,18 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_classifier_config
+from conftest import load_benchmark, tiny_classifier_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "head_pruning.py"
 
 
 @pytest.fixture(scope="module")
 def pruning():
-    spec = importlib.util.spec_from_file_location("head_pruning_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("head_pruning")
 
 
 def _model(heads: int = 4):

@@ -3,10 +3,8 @@ the overlap and small-pool warnings, the CLI's refusals, an ensemble, and the be
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import load_benchmark
 from sentiment_lab.cli import main
 from sentiment_lab.config import DataConfig
 from sentiment_lab.data import prepare_data
@@ -22,8 +21,6 @@ from sentiment_lab.errors import ConfigError, DataError
 from sentiment_lab.predictor import Predictor
 from sentiment_lab.rundir import read_run_config
 from sentiment_lab.selection import SELECTION_COLUMNS, choose, select_for_labelling
-
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning.py"
 
 # Five texts of three classes with known probabilities: confidence, margin and entropy rank them differently.
 PROBS = np.array(
@@ -325,11 +322,7 @@ def test_cli_select_help(capsys) -> None:
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("active_learning_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("active_learning")
 
 
 def test_benchmark_round_schedule(benchmark) -> None:
