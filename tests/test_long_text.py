@@ -110,3 +110,29 @@ def test_max_windows_without_chunk_mode_is_refused(tiny_model_dir, imdb_dir):
     raw["tokenization"] = {"long_text": "windows"}
     with pytest.raises(ConfigError, match="long_text"):
         build_config(raw)
+
+
+def test_the_long_text_benchmark_compares_the_three_ways_on_the_same_reviews(tmp_path, tiny_model_dir, imdb_dir):
+    import subprocess
+    import sys
+
+    raw = tiny_config(tiny_model_dir, imdb_dir, precision="fp32")
+    raw["evaluation"] = {"baselines": False}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "result.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "long_text_training.py"
+    cmd = [sys.executable, str(script), "--config", str(config), "--max-length", "32", "--max-windows", "2"]
+    cmd += ["--seeds", "1", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["truncate", "chunk", "truncate, chunk at test only"]
+    truncate, chunk, at_test = rows.values()
+    assert truncate["train_sequences"] == truncate["train_texts"] == 64
+    assert 64 < chunk["train_sequences"] <= 128  # at most 2 windows per review
+    assert at_test["run"] == truncate["run"] and at_test["test_chunk_scoring_s"] > 0
+    for row in rows.values():
+        assert row["test_n"] == 64 and row["ci_low"] <= row["accuracy"] <= row["ci_high"]
+    chunk_preds = pd.read_parquet(Path(chunk["run"]) / "predictions.parquet")
+    assert chunk["accuracy"] == pytest.approx((chunk_preds["pred"] == chunk_preds["label"]).mean())
+    assert {"b", "c", "p_value"} <= set(chunk["mcnemar_vs_truncate"]) and "mcnemar_vs_truncate" not in truncate
