@@ -49,6 +49,21 @@ def test_chunk_frames_give_one_labelled_row_per_window(tiny_model_dir):
     assert len(truncated) == 2 and plain_owners.tolist() == [0, 1]
 
 
+def test_tokenizing_in_pieces_gives_the_same_rows_as_at_once(tiny_model_dir, monkeypatch):
+    import sentiment_lab.tokenization as tokenization
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    frame = pd.DataFrame({"text": [" ".join(["good film"] * (i % 30 + 1)) for i in range(50)], "label": [0, 1] * 25})
+    settings = TextSettings(max_length=16, long_text="chunk")
+    whole, whole_owners = tokenize_frame(frame, tokenizer, settings)
+    monkeypatch.setattr(tokenization, "TOKENIZE_ROWS", 7)  # 8 pieces, the last one short
+    pieces, piece_owners = tokenize_frame(frame, tokenizer, settings)
+    assert pieces["input_ids"] == whole["input_ids"] and pieces["labels"] == whole["labels"]
+    assert piece_owners.tolist() == whole_owners.tolist() and piece_owners.max() == 49
+    empty, empty_owners = tokenize_frame(frame.iloc[:0], tokenizer, settings)
+    assert len(empty) == 0 and len(empty_owners) == 0 and "labels" in empty.column_names
+
+
 def test_validation_metrics_pool_the_windows_of_each_review():
     # review 0 (label 1): windows say 1, 0, 0 on their own, but the mean logit says 1; review 1 (label 0): one window
     logits = np.array([[0.0, 5.0], [0.3, 0.0], [0.3, 0.0], [2.0, 0.0]])

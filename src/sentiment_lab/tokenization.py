@@ -130,6 +130,9 @@ def count_tokens(tokenizer: Any, texts: list[str]) -> np.ndarray:
     return np.array([len(ids) + len(prefix) + len(suffix) for ids in bare])
 
 
+TOKENIZE_ROWS = 2048  # texts tokenized at a time by tokenize_frame
+
+
 def tokenize_frame(
     df: Any, tokenizer: Any, settings: TextSettings, with_labels: bool = True, max_windows: int | None = None
 ) -> tuple[Any, np.ndarray]:
@@ -139,11 +142,28 @@ def tokenize_frame(
     In `chunk` mode (`settings.long_text`) a long text gives one row per window (at most `max_windows`), each with
     the text's label: the model learns from all of a long review, and its windows' logits are averaged per review
     when it is scored (`metrics.average_by_owner`), as at inference.
+
+    The texts are tokenized TOKENIZE_ROWS at a time into Arrow: token ids as Python ints take about 36 bytes each,
+    and once freed glibc keeps that memory mapped, so tokenizing 22,500 reviews at once held 0.85 GiB of the training
+    process for good (docs/performance.md, P1); in pieces the lists stay small and their memory is reused.
     """
     import datasets  # heavy (about 1 s at import) and needed only for training: not loaded by predict/serve
 
-    sequences, owners = encode_windows(tokenizer, df["text"].tolist(), settings, max_windows=max_windows)
-    columns: dict[str, Any] = {"input_ids": sequences, "attention_mask": [[1] * len(ids) for ids in sequences]}
-    if with_labels:
-        columns["labels"] = df["label"].astype("int64").to_numpy()[owners].tolist()
-    return datasets.Dataset.from_dict(columns), owners
+    parts, owners = [], []
+    texts = df["text"].tolist()
+    labels = df["label"].astype("int64").to_numpy() if with_labels else None
+    for start in range(0, len(texts), TOKENIZE_ROWS):
+        sequences, part_owners = encode_windows(
+            tokenizer, texts[start : start + TOKENIZE_ROWS], settings, max_windows=max_windows
+        )
+        part_owners = part_owners + start
+        columns: dict[str, Any] = {"input_ids": sequences, "attention_mask": [[1] * len(ids) for ids in sequences]}
+        if labels is not None:
+            columns["labels"] = labels[part_owners].tolist()
+        parts.append(datasets.Dataset.from_dict(columns))
+        owners.append(part_owners)
+    if not parts:  # an empty frame: an empty dataset with the same columns
+        empty = {"input_ids": [], "attention_mask": [], **({"labels": []} if with_labels else {})}
+        return datasets.Dataset.from_dict(empty), np.zeros(0, dtype=np.int64)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return dataset, np.concatenate(owners).astype(np.int64)
