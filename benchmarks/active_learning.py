@@ -415,7 +415,8 @@ def main() -> None:
         print(strategy, " ".join(f"{q['labels']}:{q['mean']:.4f}" for q in points))
     print("A1:", json.dumps(summary["a1"]))
     if not args.no_doc:
-        plot(summary, figure, f"Active learning on IMDb ({'quick' if args.quick else 'full'} mode)")
+        title = f"Active learning on IMDb (pool {len(pool):,}, {args.max_length} tokens, {len(seeds)} seeds)"
+        plot(summary, figure, title)
         command = " ".join(["python benchmarks/active_learning.py", *sys.argv[1:]])
         doc = Path(args.doc)
         write_doc(doc, results_markdown(summary, sim.settings, os.path.relpath(figure, doc.parent), command))
