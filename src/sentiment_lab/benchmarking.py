@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,9 +218,6 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
     """Run a command (a training, say) in its own process: wall seconds and its peak resident memory, or SystemExit
     with the end of its stderr when it fails. wait4 gives this child's own rusage (getrusage(RUSAGE_CHILDREN) would
     be the maximum over every child so far)."""
-    import subprocess
-    import sys
-
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr_lines: list[str] = []
