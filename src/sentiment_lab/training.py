@@ -511,8 +511,6 @@ def _train_in_run_dir(
         resolved["resolved"]["class_weights"] = [float(w) for w in class_weights]
     if student is not None:
         resolved["resolved"]["distill"] = student.summary
-    if is_main_process():
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     if precision.note:  # here, once the run's train.log is attached, and on the console
         log.warning("%s", precision.note)
     log.info("run %s: train %d, val %d, test %d reviews", run_dir, len(splits.train), len(splits.val), len(splits.test))
@@ -541,9 +539,9 @@ def _train_in_run_dir(
             len(train_ds),
             f" (at most {max_windows} per text)" if max_windows else "",
         )
-        if is_main_process():  # config.yaml tells how many sequences the epochs really took
-            resolved["resolved"]["data"]["train_windows"] = len(train_ds)
-            write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        resolved["resolved"]["data"]["train_windows"] = len(train_ds)  # the sequences the epochs really take
+    if is_main_process():
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
     collator = DataCollatorWithPadding(tokenizer, padding=pad_to, max_length=settings.max_length)
 
