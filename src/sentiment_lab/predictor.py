@@ -239,9 +239,7 @@ class Predictor:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
         window_logits = batched_logits(sequences, self.tokenizer, self.runner, self.batch_size)
-        if self.long_text == "truncate":
-            return window_logits
-        return average_by_owner(window_logits, owners, len(texts))
+        return average_by_owner(window_logits, owners, len(texts))  # truncate: one window per text, unchanged
 
     def embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Encoder representations (n, hidden) in input order: the mean of the last hidden states over each text's
@@ -261,8 +259,6 @@ class Predictor:
             return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
         vectors = batched_logits(sequences, self.tokenizer, embedding_runner(self.model), self.batch_size)
-        if self.long_text == "truncate":
-            return vectors
         return average_by_owner(vectors, owners, len(texts))
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:

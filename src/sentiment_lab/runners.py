@@ -150,7 +150,7 @@ def compute_logits(
     """
     sequences, owners = encode_windows(tokenizer, texts, settings)
     logits = batched_logits(sequences, tokenizer, torch_runner(model, autocast_dtype), batch_size, progress)
-    return logits if settings.long_text == "truncate" else average_by_owner(logits, owners, len(texts))
+    return average_by_owner(logits, owners, len(texts))  # truncate: one window per text, returned unchanged
 
 
 def predictions_frame(df: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:

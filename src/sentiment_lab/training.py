@@ -585,7 +585,7 @@ def _train_in_run_dir(
         processing_class=tokenizer,
         data_collator=collator,
         # chunk mode: validation metrics on the reviews (their windows' logits averaged), not on the windows
-        compute_metrics=partial(trainer_compute_metrics, owners=val_owners if settings.long_text == "chunk" else None),
+        compute_metrics=partial(trainer_compute_metrics, owners=val_owners),
         callbacks=callbacks,
         optimizers=optimizers,
     )
