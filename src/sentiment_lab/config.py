@@ -435,6 +435,22 @@ class PretrainConfig(_Section):
         return self
 
 
+class AugmentConfig(_Section):
+    """`train`: contextual augmentation of the training split (docs/augmentation.md). Each training text gets
+    `copies` more rows in which `replace_fraction` of its words are masked and replaced by words a masked-LM
+    samples in their context (Kobayashi 2018; Wu et al. 2019 without the label conditioning). Validation and test
+    texts are never augmented."""
+
+    # A masked-LM with a trained head: a `sentiment-lab pretrain` folder (or its model/), or a Hub MLM such as
+    # bert-base-uncased. A bare encoder (all-MiniLM-L6-v2 ships without an MLM head) is refused.
+    mlm_model: str
+    copies: int = Field(1, ge=1, le=16)  # augmented rows per training text
+    replace_fraction: float = Field(0.15, gt=0.0, le=0.5)  # of each text's replaceable words (at least one)
+    top_k: int = Field(10, ge=1)  # a replacement is sampled among the masked-LM's k likeliest words
+    max_length: int | None = Field(None, ge=8, le=4096)  # tokens per masked-LM window; None: tokenization.max_length
+    batch_size: int = Field(8, ge=1)  # windows per masked-LM forward pass (its logits are batch x length x vocab)
+
+
 class ExperimentConfig(_Section):
     """One experiment: everything needed to repeat a run."""
 
@@ -446,6 +462,7 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     distill: DistillConfig | None = None  # `sentiment-lab distill` only
     pretrain: PretrainConfig | None = None  # `sentiment-lab pretrain` only
+    augment: AugmentConfig | None = None  # `sentiment-lab train` only: augmented copies of the training texts
 
     @model_validator(mode="after")
     def _stopping_needs_validation(self) -> ExperimentConfig:

@@ -92,6 +92,7 @@ def check_recipe(cfg: ExperimentConfig) -> None:
             ),
             ("tokenization.padding", cfg.tokenization.padding != "dynamic", "the masking collator pads to the batch"),
             ("distill", cfg.distill is not None, "it is read by `sentiment-lab distill` only"),
+            ("augment", cfg.augment is not None, "it augments the labelled texts of `sentiment-lab train`"),
         )
         if on
     ]

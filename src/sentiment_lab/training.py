@@ -39,6 +39,7 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import ExportableState
 
+from sentiment_lab.augment import Augmenter, cached_augmentation, load_augmenter
 from sentiment_lab.baselines import fit_baselines
 from sentiment_lab.config import ExperimentConfig, config_to_dict
 from sentiment_lab.data import DataSplits, prepare_data
@@ -412,6 +413,11 @@ def train(
             "the config has a pretrain: section, which only `sentiment-lab pretrain --config CONFIG --out DIR` reads; "
             "run that, or remove the section to fine-tune (from a pre-trained folder: --set model.name=DIR/model)"
         )
+    if cfg.augment is not None and student is not None:
+        raise ConfigError(
+            "distill cannot use an augment: section (the student learns the teacher's logits of each text, which "
+            "augmented copies lack); remove augment, or train without a teacher"
+        )
     run_dir = Path(out_dir)
     resume = cfg.training.resume
     main = is_main_process()  # under DDP every rank trains, only rank 0 touches the run folder
@@ -427,6 +433,8 @@ def train(
     class_weights = resolve_class_weights(
         cfg.training.class_weights, splits.train["label"].to_numpy(), splits.label_names
     )
+    # a missing folder, a bare encoder without an MLM head: refused before the run folder is touched
+    augmenter = load_augmenter(cfg.augment, cfg.tokenization.max_length) if cfg.augment else None
     tokenizer = student.tokenizer if student else load_tokenizer(cfg.model.name)
     # random, numpy, torch and every CUDA device; the Trainer seeds again (same seed) and data_seed orders batches
     set_seed(cfg.training.seed)
@@ -462,6 +470,7 @@ def train(
                 mlflow_run,
                 class_weights=class_weights,
                 student=student,
+                augmenter=augmenter,
             )
         except BaseException:
             if mlflow_run:
@@ -486,6 +495,7 @@ def _train_in_run_dir(
     mlflow_run: MLflowRun | None = None,
     class_weights: np.ndarray | None = None,
     student: StudentRecipe | None = None,
+    augmenter: Augmenter | None = None,
 ) -> dict[str, Any]:
     soft = student.soft_targets(run_dir) if student else None  # first: its facts go into config.yaml
     resolved = config_to_dict(cfg)
@@ -527,6 +537,12 @@ def _train_in_run_dir(
 
     max_windows = cfg.tokenization.max_windows
     train_frame = soft.frame if soft else splits.train
+    augmented = None
+    if augmenter is not None:  # every rank makes the same rows (same seed); only rank 0 keeps them in the run folder
+        rows, augmented = cached_augmentation(run_dir, splits.train, augmenter, cfg.training.seed, is_main_process())
+        train_frame = pd.concat([splits.train, rows[splits.train.columns]], ignore_index=True)
+        resolved["resolved"]["augment"] = augmented
+        augmenter.model = None  # its memory back before training
     train_ds, train_owners = tokenize_frame(train_frame, tokenizer, settings, True, max_windows)
     if soft:  # in chunk mode every window of a text learns from the teacher's logits of the whole text
         train_ds = train_ds.add_column(TEACHER_LOGITS, soft.logits[train_owners].astype(np.float32).tolist())
@@ -613,6 +629,8 @@ def _train_in_run_dir(
         )
         if student is not None:
             metrics["distill"] = student.summary
+        if augmented is not None:
+            metrics["augment"] = augmented
         write_model_card(run_dir / MODEL_DIR, cfg, metrics)
         write_json_atomic(run_dir / "metrics.json", metrics)
         if not cfg.training.keep_checkpoints:

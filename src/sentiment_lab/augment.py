@@ -1,0 +1,298 @@
+"""Contextual augmentation (`augment:` in a train config, docs/augmentation.md): copies of the training texts in
+which some words are masked and replaced by words a masked-LM samples in their context.
+
+Written here rather than taken from nlpaug (ContextualWordEmbsAug does the same idea): nlpaug is unmaintained since
+2022, augments one text and one word at a time (a forward pass per word), and rebuilds texts from decoded tokens,
+which loses the casing and spacing of the original. Here every chosen word of a text is masked at once (the
+masked-LM's own training regime, 15% by default), windows of all texts go through the model in batches, and only
+the replaced words' characters change (the tokenizer's offsets locate them).
+
+A word can be replaced when it is one token of the masked-LM's vocabulary and made of letters only (not numbers,
+punctuation or the `br` of IMDb's `<br />`); a replacement is a whole word of letters too, never the word itself,
+sampled among the model's top_k at that position and given the original's capitalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sentiment_lab.config import AugmentConfig, ModelConfig
+from sentiment_lab.errors import ConfigError, ModelError
+from sentiment_lab.io import write_json_atomic, write_parquet_atomic
+from sentiment_lab.modeling import build_masked_lm, load_tokenizer, resolve_model_name
+from sentiment_lab.precision import default_device
+from sentiment_lab.precision import resolve as resolve_precision
+from sentiment_lab.tokenization import special_token_frame
+
+log = logging.getLogger("sentiment_lab")
+
+TOKENIZE_ROWS = 1024  # texts tokenized (with offsets) at a time: the offsets of 25,000 reviews at once take GBs
+SPACE_MARKERS = ("Ġ", "▁")  # byte-level BPE (RoBERTa, GPT-2) and SentencePiece mark a token that starts a word
+
+
+@dataclass
+class Window:
+    """A piece of one text's tokens with its chosen words masked, as the masked-LM reads it."""
+
+    text: int  # index of the text in its piece
+    start: int  # position of the window's first token in the text's tokens
+    ids: list[int]  # the window's token ids, [MASK] at the chosen words
+    positions: list[int]  # the masked positions, in the text's tokens
+
+
+@dataclass
+class Augmenter:
+    """A masked-LM and its tokenizer, ready to augment texts with `cfg`'s settings."""
+
+    cfg: AugmentConfig
+    model: Any
+    tokenizer: Any
+    name: str  # the folder or Hub id it was loaded from
+    words: dict[int, str] = field(default_factory=dict)  # token id -> word, for every id a replacement may be
+
+    @property
+    def vocab_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.model.get_output_embeddings().weight.shape[0], dtype=torch.bool)
+        mask[list(self.words)] = True
+        return mask
+
+
+def load_augmenter(cfg: AugmentConfig, max_length: int) -> Augmenter:
+    """The masked-LM of `cfg.mlm_model`; a model whose MLM head would be new (a bare encoder) is refused, as is a
+    tokenizer without offsets. max_length: the window when cfg.max_length is not set (tokenization.max_length)."""
+    name = resolve_model_name(cfg.mlm_model)
+    try:
+        mlm = build_masked_lm(ModelConfig(name=cfg.mlm_model, attention_dropout=None))
+    except ModelError as exc:
+        raise ModelError(f"augment.mlm_model: {exc}") from None
+    if mlm.new_weights:
+        raise ModelError(
+            f"augment.mlm_model {cfg.mlm_model} has no trained masked-LM head (new: {', '.join(mlm.new_weights[:3])}"
+            f"{', ...' if len(mlm.new_weights) > 3 else ''}), so its word predictions would be noise; pre-train one "
+            "first (`sentiment-lab pretrain`, docs/pretraining.md) and name its folder, or name a Hub masked-LM "
+            "such as bert-base-uncased"
+        )
+    tokenizer = load_tokenizer(cfg.mlm_model)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            f"augment.mlm_model {cfg.mlm_model} has a slow (Python) tokenizer, which gives no character offsets; "
+            "save the model with its fast tokenizer (tokenizer.json)"
+        )
+    window = cfg.max_length or max_length
+    limit = getattr(mlm.model.config, "max_position_embeddings", None)
+    if limit and window > limit:
+        raise ConfigError(
+            f"augment.max_length (or tokenization.max_length) {window} is longer than {cfg.mlm_model} takes "
+            f"({limit} positions); set augment.max_length to at most {limit}"
+        )
+    mlm.model.eval()
+    augmenter = Augmenter(cfg.model_copy(update={"max_length": window}), mlm.model, tokenizer, name)
+    augmenter.words = replacement_words(tokenizer)
+    if not augmenter.words:
+        raise ModelError(f"augment.mlm_model {cfg.mlm_model}: its vocabulary has no whole words made of letters")
+    return augmenter
+
+
+def replacement_words(tokenizer: Any) -> dict[int, str]:
+    """Token id -> word for every token that is a whole word of letters (what a replacement may be). WordPiece marks
+    a word's continuation (`##ing`); byte-level BPE and SentencePiece mark a word's start (`Ġgood`, `▁good`)."""
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    marks_start = sum(t.startswith(SPACE_MARKERS) for t in tokens if t) > len(tokens) // 10
+    words = {}
+    for i, token in enumerate(tokens):
+        if i in special or not token or token.startswith("##"):
+            continue
+        if marks_start:
+            if not token.startswith(SPACE_MARKERS):
+                continue
+            token = token[1:]
+        if len(token) > 1 and token.isalpha():
+            words[i] = token
+    return words
+
+
+def _candidates(text: str, encoding: Any, index: int, words: dict[int, str]) -> list[int]:
+    """Positions (in the text's tokens) of words that may be replaced: one vocabulary token of letters, not the
+    inside of an HTML tag."""
+    ids, offsets, word_ids = encoding["input_ids"][index], encoding["offset_mapping"][index], encoding.word_ids(index)
+    counts: dict[int, int] = {}
+    for w in word_ids:
+        if w is not None:
+            counts[w] = counts.get(w, 0) + 1
+    out = []
+    for j, (token_id, (start, end), w) in enumerate(zip(ids, offsets, word_ids, strict=True)):
+        if w is None or counts[w] != 1 or token_id not in words:
+            continue
+        span = text[start:end]
+        if span.isalpha() and not (start > 0 and text[start - 1] in "</"):
+            out.append(j)
+    return out
+
+
+def _match_case(word: str, original: str) -> str:
+    if len(original) > 1 and original.isupper():
+        return word.upper()
+    if original[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def augment_frame(
+    frame: pd.DataFrame, augmenter: Augmenter, seed: int, progress: bool = False
+) -> tuple[pd.DataFrame, dict]:
+    """`copies` augmented rows per row of `frame` (every column kept; id `ID~augC`, the text with words replaced,
+    `source_id`), without copies in which no word could be replaced; and the counts (logged)."""
+    cfg, tokenizer = augmenter.cfg, augmenter.tokenizer
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = cfg.max_length - len(prefix) - len(suffix)
+    texts = frame["text"].tolist()
+    vocab_mask = augmenter.vocab_mask
+    device = default_device()
+    precision = resolve_precision("auto", device, purpose="augmentation")
+    augmenter.model.to(device)
+    start = time.perf_counter()
+    rows, replaced_counts, unchanged = [], [], 0
+    for copy in range(1, cfg.copies + 1):
+        rng = np.random.default_rng([seed, copy])
+        for lo in range(0, len(texts), TOKENIZE_ROWS):
+            piece = texts[lo : lo + TOKENIZE_ROWS]
+            enc = tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            # (text, position in its tokens) of each masked word, and the windows that hold them
+            chosen: list[list[int]] = []
+            windows: list[Window] = []
+            for i, text in enumerate(piece):
+                cand = _candidates(text, enc, i, augmenter.words)
+                k = min(len(cand), max(1, round(cfg.replace_fraction * len(cand)))) if cand else 0
+                picks = sorted(rng.choice(cand, size=k, replace=False).tolist()) if k else []
+                chosen.append(picks)
+                ids = enc["input_ids"][i]
+                for w0 in sorted({p // budget * budget for p in picks}):
+                    inside = [p for p in picks if w0 <= p < w0 + budget]
+                    masked = list(ids[w0 : w0 + budget])
+                    for p in inside:
+                        masked[p - w0] = tokenizer.mask_token_id
+                    windows.append(Window(i, w0, masked, inside))
+            predicted = _predict_masked(augmenter.model, windows, prefix, suffix, cfg.batch_size, precision, device)
+            for i, text in enumerate(piece):
+                picks = chosen[i]
+                if not picks:
+                    unchanged += 1
+                    continue
+                ids, offsets = enc["input_ids"][i], enc["offset_mapping"][i]
+                new_text = text
+                for p in reversed(picks):  # right to left: earlier offsets stay valid
+                    scores = predicted[(i, p)].clone()
+                    scores[~vocab_mask] = -torch.inf
+                    scores[ids[p]] = -torch.inf  # never the word itself
+                    top = torch.topk(scores, cfg.top_k)
+                    probs = torch.softmax(top.values, dim=-1).numpy().astype(np.float64)
+                    choice = int(top.indices[rng.choice(len(probs), p=probs / probs.sum())])
+                    s, e = offsets[p]
+                    new_text = new_text[:s] + _match_case(augmenter.words[choice], text[s:e]) + new_text[e:]
+                row = frame.iloc[lo + i].to_dict()
+                row.update(id=f"{row['id']}~aug{copy}", text=new_text, source_id=str(row["id"]))
+                rows.append(row)
+                replaced_counts.append(len(picks))
+            if progress:
+                log.info("augment: copy %d, %d of %d texts", copy, min(lo + TOKENIZE_ROWS, len(texts)), len(texts))
+    columns = [*frame.columns, "source_id"]
+    out = pd.DataFrame(rows, columns=columns)
+    if len(out):
+        out = out.astype({"id": str})
+    facts = {
+        "mlm_model": augmenter.name,
+        "copies": cfg.copies,
+        "texts": len(texts),
+        "rows_added": len(out),
+        "no_replaceable_word": unchanged,  # copies not added: the text had no word to replace
+        "words_replaced": int(sum(replaced_counts)),
+        "words_replaced_per_row": float(np.mean(replaced_counts)) if replaced_counts else 0.0,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    log.info(
+        "augment: %d training texts -> %d augmented rows (%d x copies; %.1f words replaced per row, %d copies "
+        "without a replaceable word) in %.0f s",
+        facts["texts"],
+        facts["rows_added"],
+        cfg.copies,
+        facts["words_replaced_per_row"],
+        unchanged,
+        facts["seconds"],
+    )
+    return out, facts
+
+
+def _predict_masked(
+    model: Any,
+    windows: list[Window],
+    prefix: list[int],
+    suffix: list[int],
+    batch_size: int,
+    precision: Any,
+    device: torch.device,
+) -> dict[tuple[int, int], torch.Tensor]:
+    """The masked-LM's scores over the vocabulary at every masked position of `windows`, keyed (text, position)."""
+    out: dict[tuple[int, int], torch.Tensor] = {}
+    order = sorted(range(len(windows)), key=lambda n: len(windows[n].ids))  # similar lengths pad little
+    autocast = precision.autocast_dtype
+    for b in range(0, len(order), batch_size):
+        batch = [windows[n] for n in order[b : b + batch_size]]
+        width = max(len(w.ids) for w in batch) + len(prefix) + len(suffix)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for r, w in enumerate(batch):
+            seq = prefix + w.ids + suffix
+            ids[r, : len(seq)] = torch.tensor(seq)
+            attention[r, : len(seq)] = 1
+        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+        for r, w in enumerate(batch):
+            for p in w.positions:
+                out[(w.text, p)] = logits[r, len(prefix) + p - w.start].float().cpu()
+    return out
+
+
+AUGMENTED_FILE = "augmented.parquet"  # the augmented rows a run trained on (beside config.yaml)
+AUGMENTED_INFO = "augmented.json"  # what they were made from and the counts (written after the Parquet file)
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    for row_id, text in zip(frame["id"].astype(str), frame["text"], strict=True):
+        h.update(f"{row_id}\0{text}\0".encode())
+    return h.hexdigest()
+
+
+def cached_augmentation(
+    run_dir: Path, frame: pd.DataFrame, augmenter: Augmenter, seed: int, write: bool = True
+) -> tuple[pd.DataFrame, dict]:
+    """`augment_frame`'s rows and counts, kept in RUN_DIR (AUGMENTED_FILE) for the user to read and for a resumed
+    run, which reuses them when they were made from the same texts, masked-LM, settings and seed. write: False on
+    the other ranks of a distributed run (rank 0 writes)."""
+    key = {"mlm_model": augmenter.name, "settings": augmenter.cfg.model_dump(), "seed": seed, "texts": _digest(frame)}
+    data_file, info_file = run_dir / AUGMENTED_FILE, run_dir / AUGMENTED_INFO
+    if data_file.exists() and info_file.exists():
+        try:
+            info = json.loads(info_file.read_text())
+            if info.get("key") == key:
+                rows = pd.read_parquet(data_file)
+                log.info("augment: reusing %s (%d rows)", data_file, len(rows))
+                return rows, info["facts"]
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the augmented rows in %s (%s); making them again", run_dir, exc)
+    rows, facts = augment_frame(frame, augmenter, seed, progress=True)
+    if write:
+        write_parquet_atomic(data_file, rows)
+        write_json_atomic(info_file, {"key": key, "facts": facts})
+    return rows, facts

@@ -1,0 +1,163 @@
+"""Contextual augmentation (`augment:` in a train config, issue 18): copies of the training texts with words a
+masked-LM chose in context; only the replaced words change, the rows are kept in the run folder and reused on
+resume, and the refusals name their fix (tiny models: seconds each)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import build_tiny_model_dir, tiny_config
+from sentiment_lab.augment import (
+    AUGMENTED_FILE,
+    augment_frame,
+    cached_augmentation,
+    load_augmenter,
+    replacement_words,
+)
+from sentiment_lab.config import AugmentConfig, build_config
+from sentiment_lab.data import prepare_data
+from sentiment_lab.errors import ConfigError, ModelError
+from sentiment_lab.modeling import load_tokenizer
+from sentiment_lab.pretrain import pretrain
+from sentiment_lab.training import train
+
+WORD = re.compile(r"\w+|[^\w\s]+|\s+")
+
+
+@pytest.fixture(scope="module")
+def mlm_dir(tmp_path_factory, tiny_model_dir, imdb_dir) -> Path:
+    """A masked-LM with a trained head, made the way a user makes one: `pretrain` of the tiny encoder, 2 steps."""
+    raw = tiny_config(tiny_model_dir, imdb_dir, max_steps=2)
+    raw["pretrain"] = {"max_texts": 40}
+    out = tmp_path_factory.mktemp("aug-mlm") / "pretrained"
+    pretrain(build_config(raw), out)
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def frame(imdb_sample) -> pd.DataFrame:
+    rows = imdb_sample.iloc[:12]
+    return pd.DataFrame(
+        {"id": [f"r{i}" for i in range(len(rows))], "text": rows["text"].tolist(), "label": rows["label"]}
+    )
+
+
+def _pieces(text: str) -> list[str]:
+    return WORD.findall(text)
+
+
+def test_only_chosen_words_change_and_rows_keep_their_label(mlm_dir, frame):
+    augmenter = load_augmenter(AugmentConfig(mlm_model=str(mlm_dir), copies=2, replace_fraction=0.2), 64)
+    rows, facts = augment_frame(frame, augmenter, seed=0)
+    assert len(rows) == 2 * len(frame) == facts["rows_added"] and facts["no_replaceable_word"] == 0
+    assert rows["id"].tolist()[:2] == ["r0~aug1", "r1~aug1"] and rows["id"].iloc[len(frame)] == "r0~aug2"
+    source = frame.set_index("id")
+    changed_total = 0
+    for row in rows.itertuples():
+        original = source.loc[row.source_id]
+        assert row.label == original["label"]
+        before, after = _pieces(original["text"]), _pieces(row.text)
+        assert len(before) == len(after)  # every piece of punctuation and space is where it was
+        changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        assert changed, "an augmented row must differ from its source"
+        for old, new in changed:
+            assert old.isalpha() and new.isalpha() and old.lower() != new.lower()
+            assert new.lower() in augmenter.words.values()
+            assert old[0].isupper() == new[0].isupper()  # the original's capitalisation
+        changed_total += len(changed)
+    # a replacement can repeat a neighbouring piece only by chance; the counts agree within that
+    assert changed_total <= facts["words_replaced"] and changed_total > 0.9 * facts["words_replaced"]
+    words = [len(_pieces(t)) for t in frame["text"]]
+    assert facts["words_replaced_per_row"] < 0.2 * max(words)
+
+
+def test_same_seed_same_rows_other_seed_other_rows(mlm_dir, frame):
+    augmenter = load_augmenter(AugmentConfig(mlm_model=str(mlm_dir)), 64)
+    first, _ = augment_frame(frame, augmenter, seed=1)
+    again, _ = augment_frame(frame, augmenter, seed=1)
+    other, _ = augment_frame(frame, augmenter, seed=2)
+    assert first["text"].tolist() == again["text"].tolist()
+    assert first["text"].tolist() != other["text"].tolist()
+
+
+def test_markup_numbers_and_subwords_are_left_alone(mlm_dir):
+    augmenter = load_augmenter(AugmentConfig(mlm_model=str(mlm_dir), replace_fraction=0.5), 64)
+    texts = ["<br /><br />1984 ... 42!", "great<br />film and a good story<br />"]
+    rows, facts = augment_frame(pd.DataFrame({"id": ["a", "b"], "text": texts, "label": [0, 1]}), augmenter, seed=0)
+    assert facts["no_replaceable_word"] == 1 and rows["source_id"].tolist() == ["b"]
+    assert rows["text"].iloc[0].count("<br />") == 2
+    tokenizer = load_tokenizer(str(mlm_dir))
+    words = replacement_words(tokenizer)
+    assert all(w.isalpha() and not w.startswith("##") for w in words.values())
+    assert not set(words) & set(tokenizer.all_special_ids)
+
+
+def test_byte_level_bpe_words_lose_their_space_marker(tmp_path, imdb_sample):
+    folder = build_tiny_model_dir(tmp_path / "roberta", imdb_sample["text"].tolist(), arch="roberta", max_length=64)
+    words = replacement_words(load_tokenizer(str(folder)))
+    assert words and all(w.isalpha() and not w.startswith("Ġ") for w in words.values())
+    assert "the" in words.values()
+
+
+def test_a_bare_encoder_or_a_too_long_window_is_refused(tiny_model_dir, mlm_dir):
+    with pytest.raises(ModelError, match="no trained masked-LM head.*sentiment-lab pretrain"):
+        load_augmenter(AugmentConfig(mlm_model=str(tiny_model_dir)), 64)
+    with pytest.raises(ConfigError, match="set augment.max_length to at most 512"):
+        load_augmenter(AugmentConfig(mlm_model=str(mlm_dir), max_length=1024), 64)
+
+
+def test_train_adds_the_rows_keeps_them_and_reuses_them_on_resume(mlm_dir, tiny_model_dir, imdb_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, imdb_dir)
+    raw["augment"] = {"mlm_model": str(mlm_dir), "copies": 1}
+    raw["evaluation"] = {"baselines": False}
+    cfg = build_config(raw)
+    run = tmp_path / "run"
+    metrics = train(cfg, run)
+    rows = pd.read_parquet(run / AUGMENTED_FILE)
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["resolved"]
+    assert metrics["augment"]["rows_added"] == len(rows) == resolved["augment"]["rows_added"] > 50
+    assert resolved["data"]["train"] == 64  # the split itself; the augmented rows come on top
+    steps = json.loads((run / "metrics.json").read_text())["global_step"]
+    assert steps == -(-(64 + len(rows)) // 16)  # one epoch of batches of 16 over both
+    assert set(rows["source_id"]) <= set(pd.read_parquet(run / AUGMENTED_FILE)["source_id"])
+
+    # the same texts, masked-LM, settings and seed: the kept rows are read back, not made again
+    augmenter = load_augmenter(cfg.augment, 64)
+    train_split = prepare_data(cfg.data).train
+    again, facts = cached_augmentation(run, train_split, augmenter, cfg.training.seed)
+    assert again["text"].tolist() == rows["text"].tolist() and facts == metrics["augment"]
+    other_seed, _ = cached_augmentation(run, train_split, augmenter, cfg.training.seed + 1)
+    assert other_seed["text"].tolist() != rows["text"].tolist()
+
+
+def test_distill_and_pretrain_refuse_an_augment_section(mlm_dir, tiny_model_dir, imdb_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, imdb_dir)
+    raw["augment"] = {"mlm_model": str(mlm_dir)}
+    raw["pretrain"] = {"max_texts": 40}
+    with pytest.raises(ConfigError, match="augment"):
+        pretrain(build_config(raw), tmp_path / "pt")
+    del raw["pretrain"]
+    raw["distill"] = {"alpha": 0.5}
+    with pytest.raises(ConfigError, match="distill cannot use an augment: section"):
+        train(build_config(raw), tmp_path / "student", student=SimpleNamespace())
+    assert not (tmp_path / "pt").exists() and not (tmp_path / "student").exists()
+
+
+def test_cli_refuses_a_missing_masked_lm_in_one_line_and_writes_nothing(tiny_model_dir, imdb_dir, tmp_path, capsys):
+    from sentiment_lab.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(tiny_config(tiny_model_dir, imdb_dir)))
+    out = tmp_path / "run"
+    args = ["train", str(config), "--out", str(out), "--set", f"augment.mlm_model={tmp_path / 'nowhere'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "augment.mlm_model" in err and err.count("\n") == 1
+    assert not out.exists()
