@@ -161,3 +161,19 @@ def test_cli_refuses_a_missing_masked_lm_in_one_line_and_writes_nothing(tiny_mod
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "augment.mlm_model" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({}, "augment.mlm_model"),
+        ({"mlm_model": "m", "copies": 0}, "augment.copies"),
+        ({"mlm_model": "m", "replace_fraction": 0.9}, "augment.replace_fraction"),
+        ({"mlm_model": "m", "top_p": 0.9}, "unknown key 'augment.top_p'"),
+    ],
+)
+def test_config_refuses_a_bad_section_naming_the_key(section, named, tiny_model_dir, imdb_dir):
+    raw = tiny_config(tiny_model_dir, imdb_dir)
+    raw["augment"] = section
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        build_config(raw)

@@ -48,6 +48,7 @@ class Window:
     start: int  # position of the window's first token in the text's tokens
     ids: list[int]  # the window's token ids, [MASK] at the chosen words
     positions: list[int]  # the masked positions, in the text's tokens
+    originals: list[int]  # the token ids the masks replaced
 
 
 @dataclass
@@ -98,8 +99,11 @@ def load_augmenter(cfg: AugmentConfig, max_length: int) -> Augmenter:
     mlm.model.eval()
     augmenter = Augmenter(cfg.model_copy(update={"max_length": window}), mlm.model, tokenizer, name)
     augmenter.words = replacement_words(tokenizer)
-    if not augmenter.words:
-        raise ModelError(f"augment.mlm_model {cfg.mlm_model}: its vocabulary has no whole words made of letters")
+    if len(augmenter.words) < 2:
+        raise ModelError(
+            f"augment.mlm_model {cfg.mlm_model}: its vocabulary has fewer than 2 whole words made of letters, so no "
+            "word could be replaced by another; name a masked-LM with a word vocabulary"
+        )
     return augmenter
 
 
@@ -182,8 +186,8 @@ def augment_frame(
                     masked = list(ids[w0 : w0 + budget])
                     for p in inside:
                         masked[p - w0] = tokenizer.mask_token_id
-                    windows.append(Window(i, w0, masked, inside))
-            predicted = _predict_masked(augmenter.model, windows, prefix, suffix, cfg.batch_size, precision, device)
+                    windows.append(Window(i, w0, masked, inside, [ids[p] for p in inside]))
+            predicted = _top_words(augmenter.model, windows, prefix, suffix, vocab_mask, cfg, precision, device)
             for i, text in enumerate(piece):
                 picks = chosen[i]
                 if not picks:
@@ -192,12 +196,9 @@ def augment_frame(
                 ids, offsets = enc["input_ids"][i], enc["offset_mapping"][i]
                 new_text = text
                 for p in reversed(picks):  # right to left: earlier offsets stay valid
-                    scores = predicted[(i, p)].clone()
-                    scores[~vocab_mask] = -torch.inf
-                    scores[ids[p]] = -torch.inf  # never the word itself
-                    top = torch.topk(scores, cfg.top_k)
-                    probs = torch.softmax(top.values, dim=-1).numpy().astype(np.float64)
-                    choice = int(top.indices[rng.choice(len(probs), p=probs / probs.sum())])
+                    values, indices = predicted[(i, p)]
+                    probs = torch.softmax(values, dim=-1).numpy().astype(np.float64)
+                    choice = int(indices[rng.choice(len(probs), p=probs / probs.sum())])
                     s, e = offsets[p]
                     new_text = new_text[:s] + _match_case(augmenter.words[choice], text[s:e]) + new_text[e:]
                 row = frame.iloc[lo + i].to_dict()
@@ -233,21 +234,25 @@ def augment_frame(
     return out, facts
 
 
-def _predict_masked(
+def _top_words(
     model: Any,
     windows: list[Window],
     prefix: list[int],
     suffix: list[int],
-    batch_size: int,
+    vocab_mask: torch.Tensor,
+    cfg: AugmentConfig,
     precision: Any,
     device: torch.device,
-) -> dict[tuple[int, int], torch.Tensor]:
-    """The masked-LM's scores over the vocabulary at every masked position of `windows`, keyed (text, position)."""
-    out: dict[tuple[int, int], torch.Tensor] = {}
+) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+    """At every masked position of `windows`, keyed (text, position): the masked-LM's top_k scores and token ids
+    among the replacement words, the original word excluded (only these are kept: a full row of scores per
+    position would take GBs for a thousand reviews)."""
+    out: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     order = sorted(range(len(windows)), key=lambda n: len(windows[n].ids))  # similar lengths pad little
     autocast = precision.autocast_dtype
-    for b in range(0, len(order), batch_size):
-        batch = [windows[n] for n in order[b : b + batch_size]]
+    excluded = ~vocab_mask.to(device)
+    for b in range(0, len(order), cfg.batch_size):
+        batch = [windows[n] for n in order[b : b + cfg.batch_size]]
         width = max(len(w.ids) for w in batch) + len(prefix) + len(suffix)
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -257,9 +262,15 @@ def _predict_masked(
             attention[r, : len(seq)] = 1
         with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
-        for r, w in enumerate(batch):
-            for p in w.positions:
-                out[(w.text, p)] = logits[r, len(prefix) + p - w.start].float().cpu()
+            rows = torch.tensor([r for r, w in enumerate(batch) for _ in w.positions], device=device)
+            cols = torch.tensor([len(prefix) + p - w.start for w in batch for p in w.positions], device=device)
+            scores = logits[rows, cols].float().masked_fill(excluded, -torch.inf)
+            originals = torch.tensor([o for w in batch for o in w.originals], device=device)
+            scores[torch.arange(len(originals), device=device), originals] = -torch.inf  # never the word itself
+            top = torch.topk(scores, min(cfg.top_k, len(excluded) - int(excluded.sum()) - 1), dim=-1)
+        keys = [(w.text, p) for w in batch for p in w.positions]
+        for n, key in enumerate(keys):
+            out[key] = (top.values[n].cpu(), top.indices[n].cpu())
     return out
 
 
