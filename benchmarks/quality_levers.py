@@ -15,8 +15,10 @@ where it stopped and a lever can be added later.
                 the teacher labels with >= --min-confidence (hard pseudo-label + its logits)
     pretrain    `pretrain` (masked LM on the training reviews + --pretrain-texts unlabelled reviews,
                 --pretrain-steps steps) -> `train CONFIG --set model.name=PRETRAIN/model`
-    augment     `pretrain` (shared with the lever above) -> `train CONFIG --set augment.mlm_model=PRETRAIN/model`
-                (every training review plus --copies copies with masked-LM word replacement)
+    augment     `pretrain` of the masked-LM head alone (encoder and embeddings frozen, --head-steps steps at a high
+                learning rate: the augmenter needs word predictions, and a bare encoder's new head learns them far
+                faster this way than in the full pre-training above) -> `train CONFIG --set
+                augment.mlm_model=HEAD/model` (every training review plus --copies copies with words replaced)
 
     python benchmarks/quality_levers.py --data ../shared/data/imdb --set data.max_train=1000 \\
         --set data.max_eval=250 --set data.max_test=1000 --set tokenization.max_length=128 \\
@@ -46,7 +48,7 @@ CHAINS = {
     "chunk": ["chunk"],
     "self_train": ["baseline", "self_train"],
     "pretrain": ["mlm", "pretrain"],
-    "augment": ["mlm", "augment"],
+    "augment": ["mlm_head", "augment"],
 }
 
 
@@ -88,10 +90,24 @@ def command(step: str, runs: Path, args: argparse.Namespace) -> list[str]:
             "training.early_stopping_patience=null",
         ]
         return [*cli, "pretrain", "--config", config, *out, *data, *sets([*common, *mlm])]
+    if step == "mlm_head":
+        head = [
+            "pretrain.texts=[unsup.parquet]",
+            f"pretrain.max_texts={args.pretrain_texts}",
+            f"training.max_steps={args.head_steps}",
+            f"training.batch_size={args.pretrain_batch}",
+            f"training.save_steps={max(1, args.head_steps // 4)}",
+            f"training.learning_rate={args.head_lr}",
+            "training.warmup_ratio=0.06",
+            "training.early_stopping_patience=null",
+            "model.freeze_embeddings=true",
+            f"model.freeze_layers={args.encoder_layers}",
+        ]
+        return [*cli, "pretrain", "--config", config, *out, *data, *sets([*common, *head])]
     if step == "pretrain":
         return [*cli, "train", config, *out, *data, *sets([*common, f"model.name={runs / 'mlm' / 'model'}"])]
     if step == "augment":
-        augment = [f"augment.mlm_model={runs / 'mlm' / 'model'}", f"augment.copies={args.copies}"]
+        augment = [f"augment.mlm_model={runs / 'mlm_head' / 'model'}", f"augment.copies={args.copies}"]
         return [*cli, "train", config, *out, *data, *sets([*common, *augment])]
     raise ValueError(step)
 
@@ -150,6 +166,9 @@ def main() -> None:
     p.add_argument("--pretrain-texts", type=int, default=2000, help="pretrain: texts sampled (training + unlabelled)")
     p.add_argument("--pretrain-steps", type=int, default=60, help="pretrain: optimizer steps of the masked LM")
     p.add_argument("--pretrain-batch", type=int, default=32, help="pretrain: texts per step")
+    p.add_argument("--head-steps", type=int, default=100, help="augment: steps of the masked-LM head alone")
+    p.add_argument("--head-lr", type=float, default=2e-3, help="augment: learning rate of the head alone")
+    p.add_argument("--encoder-layers", type=int, default=6, help="augment: the encoder's layers (all frozen)")
     p.add_argument("--copies", type=int, default=1, help="augment: augmented copies of each training review")
     p.add_argument("--runs", default=str(REPO / "runs" / "quality_levers"), help="where the run folders go")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality_levers.json"))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import build_tiny_model_dir, tiny_config
+from conftest import build_tiny_model_dir, load_benchmark, tiny_config
 from sentiment_lab.augment import (
     AUGMENTED_FILE,
     augment_frame,
@@ -21,7 +21,7 @@ from sentiment_lab.augment import (
     load_augmenter,
     replacement_words,
 )
-from sentiment_lab.config import AugmentConfig, build_config
+from sentiment_lab.config import AugmentConfig, build_config, load_config
 from sentiment_lab.data import prepare_data
 from sentiment_lab.errors import ConfigError, ModelError
 from sentiment_lab.modeling import load_tokenizer
@@ -177,3 +177,41 @@ def test_config_refuses_a_bad_section_naming_the_key(section, named, tiny_model_
     raw["augment"] = section
     with pytest.raises(ConfigError, match=re.escape(named)):
         build_config(raw)
+
+
+def test_quality_levers_benchmark_builds_configs_the_tool_accepts(tmp_path):
+    """Every step of benchmarks/quality_levers.py is a command whose --set keys the config validates (a misspelt
+    key would only show after the steps before it had run for an hour)."""
+
+    bench = load_benchmark("quality_levers")
+    args = SimpleNamespace(
+        config="configs/quickstart.yaml",
+        data=None,
+        seed=42,
+        overrides=["data.max_train=1000"],
+        max_windows=3,
+        student="minilm-l6",
+        unlabeled=2000,
+        min_confidence=0.9,
+        pretrain_texts=2000,
+        pretrain_steps=60,
+        pretrain_batch=32,
+        head_steps=100,
+        head_lr=2e-3,
+        encoder_layers=6,
+        copies=1,
+    )
+    steps = {step for chain in bench.CHAINS.values() for step in chain}
+    assert steps == {"baseline", "tfidf", "chunk", "self_train", "mlm", "mlm_head", "pretrain", "augment"}
+    for step in sorted(steps):
+        cmd = bench.command(step, tmp_path, args)
+        config = cmd[cmd.index("--config") + 1] if "--config" in cmd else cmd[4]
+        settings = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
+        cfg = load_config(config, settings)
+        assert cfg.training.seed == 42 and cfg.data.max_train == 1000
+        if step == "augment":
+            assert cfg.augment.mlm_model == str(tmp_path / "mlm_head" / "model")
+        if step in ("mlm", "mlm_head"):
+            assert cfg.pretrain.texts == ["unsup.parquet"] and cfg.training.max_steps in (60, 100)
+        if step == "self_train":
+            assert cfg.distill.pseudo_labels and cfg.distill.student == "minilm-l6"
