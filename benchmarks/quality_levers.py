@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -125,31 +126,35 @@ def run_step(step: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     return measured
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Test accuracy (95% CI) against wall minutes, one point per lever (issue 18, Q3)."""
-    # matplotlib only where a figure is asked for: the measurement itself does not need it
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+def draw_points(ax: Any, rows: list[dict[str, Any]], reference: float | None = None) -> None:
+    """Accuracy (95% CI) against wall minutes, one labelled point per row; `reference`: a dashed line there."""
     for r in rows:
         acc, low, high, minutes = 100 * r["accuracy"], 100 * r["ci_low"], 100 * r["ci_high"], r["wall_s"] / 60
         ax.errorbar(minutes, acc, yerr=[[acc - low], [high - acc]], fmt="o", capsize=4)
         ax.annotate(r["name"], (minutes, acc), textcoords="offset points", xytext=(7, 4), fontsize=9)
+    if reference is not None:
+        ax.axhline(100 * reference, color="grey", lw=0.8, ls="--", zorder=0)
+    right = max(r["wall_s"] for r in rows) / 60 * 1.25
+    ax.set_xlim(left=-0.03 * right, right=right)  # a point at ~0 minutes stays off the axis
+    ax.grid(alpha=0.3)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Test accuracy (95% CI) against wall minutes, one point per lever (issue 18, Q3)."""
+    from sentiment_lab.rendering import pyplot, save_figure
+
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.6))
     base = next((r for r in rows if r["name"] == "baseline"), None)
-    if base is not None:
-        ax.axhline(100 * base["accuracy"], color="grey", lw=0.8, ls="--", zorder=0)
+    draw_points(ax, rows, base["accuracy"] if base else None)
     ax.set_xlabel("wall minutes on this machine, every stage counted")
     ax.set_ylabel("test accuracy % (95% bootstrap CI)")
-    ax.set_xlim(left=0, right=max(r["wall_s"] for r in rows) / 60 * 1.25)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_title(textwrap.fill(title, 90), fontsize=10)
+    save_figure(fig, path)
+
+
+def figure_title(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    n = rows[0]["test_n"]
+    return f"{Path(args.config).stem}, {' '.join(args.overrides)}; {n:,} test reviews, seed {args.seed}"
 
 
 def main() -> None:
@@ -173,7 +178,15 @@ def main() -> None:
     p.add_argument("--runs", default=str(REPO / "runs" / "quality_levers"), help="where the run folders go")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality_levers.json"))
     p.add_argument("--figure", default=None, help="PNG of accuracy against minutes (default: beside --out)")
+    p.add_argument("--replot", action="store_true", help="only draw --figure again from the JSON at --out")
     args = p.parse_args()
+    out = Path(args.out)
+    figure = Path(args.figure) if args.figure else out.with_suffix(".png")
+    if args.replot:
+        report = json.loads(out.read_text())
+        plot(report["rows"], figure, figure_title(report["rows"], argparse.Namespace(**report["params"])))
+        print(f"written: {figure}")
+        return
 
     import numpy as np
 
@@ -236,12 +249,9 @@ def main() -> None:
     print(format_table(table, [*header, "peak RSS MiB"]))
     for r in rows:
         del r["ids"], r["correct"]  # in the run folders' predictions; the JSON keeps the summary
-    out = Path(args.out)
     report = {"rows": rows, "params": vars(args), "load_1m": os.getloadavg()[0]}
     write_json_atomic(out, json_safe(report))
-    figure = Path(args.figure) if args.figure else out.with_suffix(".png")
-    n = rows[0]["test_n"]
-    plot(rows, figure, f"{Path(args.config).stem}, {' '.join(args.overrides)}\n{n:,} test reviews, seed {args.seed}")
+    plot(rows, figure, figure_title(rows, args))
     print(f"written: {out}, {figure}")
 
 

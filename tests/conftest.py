@@ -242,6 +242,8 @@ def load_benchmark(name: str) -> Any:
     import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if str(script.parent) not in sys.path:
+        sys.path.insert(0, str(script.parent))  # as when the script runs: it may import its sibling scripts
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickling look their module up here
