@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +70,15 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "docs" / "figures" / "quality_frontier.png"))
     args = p.parse_args()
     sources = []
-    for item in args.full:
+    for item in args.full:  # p.error: one `error:` line, exit status 2
         name, sep, file = item.partition("=")
         if not sep or not Path(file).is_file():
-            sys.exit(f"error: --full {item!r}: give NAME=FILE with an existing measurement JSON")
+            p.error(f"--full {item!r}: give NAME=FILE with an existing measurement JSON")
         sources.append((name, Path(file)))
     if not sources:
-        sys.exit("error: give at least one --full NAME=JSON (a full-test-set run's measurement file)")
+        p.error("give at least one --full NAME=JSON (a full-test-set run's measurement file)")
+    if not Path(args.levers).is_file():
+        p.error(f"--levers {args.levers}: no such file (benchmarks/quality_levers.py writes it with --out)")
 
     from sentiment_lab.rendering import pyplot, save_figure
 

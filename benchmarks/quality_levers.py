@@ -53,6 +53,12 @@ CHAINS = {
 }
 
 
+def fail(message: str) -> None:
+    """End the benchmark as the tool ends on a user's mistake: one `error:` line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def sets(settings: list[str]) -> list[str]:
     return [arg for s in settings for arg in ("--set", s)]
 
@@ -116,12 +122,19 @@ def command(step: str, runs: Path, args: argparse.Namespace) -> list[str]:
 def run_step(step: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run one step unless its folder is finished; its measured wall time and peak memory (kept beside it)."""
     facts = runs / f"{step}.measured.json"
-    if (runs / step / "metrics.json").exists() and facts.exists():
-        print(f"{step}: reusing {runs / step}", flush=True)
-        return json.loads(facts.read_text())
     cmd = command(step, runs, args)
+    if (runs / step / "metrics.json").exists() and facts.exists():
+        measured = json.loads(facts.read_text())
+        if measured.get("command") == cmd[2:]:
+            print(f"{step}: reusing {runs / step}", flush=True)
+            return measured
+        fail(
+            f"{runs / step} was made by another command than this one ({' '.join(cmd[2:])}); "
+            "give another --runs folder, or delete that run and its .measured.json to measure it again"
+        )
     print(f"{step}: {' '.join(cmd[2:])}", flush=True)
-    measured = run_measured(cmd)  # a failed step ends the benchmark with the end of its stderr
+    # a failed step ends the benchmark with the end of its stderr; the command is kept to check a later reuse
+    measured = {**run_measured(cmd), "command": cmd[2:]}
     facts.write_text(json.dumps(measured))
     return measured
 
@@ -229,7 +242,7 @@ def main() -> None:
     base = rows[0]
     for row in rows[1:]:
         if row["ids"] != base["ids"]:
-            sys.exit(f"{row['name']} scored other test reviews than the baseline; the runs must share data settings")
+            fail(f"{row['name']} scored other test reviews than the baseline; the runs must share data settings")
         row["mcnemar_vs_baseline"] = mcnemar_test(np.array(row["correct"]), np.array(base["correct"]))
         row["delta_pp"] = 100 * (row["accuracy"] - base["accuracy"])
 

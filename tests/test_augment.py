@@ -14,15 +14,20 @@ import pytest
 import yaml
 
 from conftest import build_tiny_model_dir, load_benchmark, tiny_config
+from sentiment_lab import augment
 from sentiment_lab.augment import (
     AUGMENTED_FILE,
+    _match_case,
+    _word_span,
     augment_frame,
     cached_augmentation,
     load_augmenter,
     replacement_words,
+    same_word_ids,
 )
 from sentiment_lab.config import AugmentConfig, build_config, load_config
 from sentiment_lab.data import prepare_data
+from sentiment_lab.distill import distill
 from sentiment_lab.errors import ConfigError, ModelError
 from sentiment_lab.modeling import load_tokenizer
 from sentiment_lab.pretrain import pretrain
@@ -74,8 +79,11 @@ def test_only_chosen_words_change_and_rows_keep_their_label(mlm_dir, frame):
         changed_total += len(changed)
     # a replacement can repeat a neighbouring piece only by chance; the counts agree within that
     assert changed_total <= facts["words_replaced"] and changed_total > 0.9 * facts["words_replaced"]
-    words = [len(_pieces(t)) for t in frame["text"]]
-    assert facts["words_replaced_per_row"] < 0.2 * max(words)
+    # replace_fraction of each text's replaceable words (at least one), in each copy
+    texts = frame["text"].tolist()
+    enc = augmenter.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    per_copy = [len(augment._candidates(t, enc, i, augmenter.words)) for i, t in enumerate(texts)]
+    assert facts["words_replaced"] == 2 * sum(max(1, round(0.2 * n)) for n in per_copy)
 
 
 def test_same_seed_same_rows_other_seed_other_rows(mlm_dir, frame):
@@ -99,11 +107,40 @@ def test_markup_numbers_and_subwords_are_left_alone(mlm_dir):
     assert not set(words) & set(tokenizer.all_special_ids)
 
 
-def test_byte_level_bpe_words_lose_their_space_marker(tmp_path, imdb_sample):
+def test_byte_level_bpe_masked_lm_replaces_words_in_their_case_never_with_the_same_word(
+    tmp_path, imdb_sample, imdb_dir
+):
+    """RoBERTa's kind: a cased byte-level BPE vocabulary (`Ġgood` and `ĠGood` are two ids), positions offset by
+    the padding index (66 positions hold 64 tokens)."""
     folder = build_tiny_model_dir(tmp_path / "roberta", imdb_sample["text"].tolist(), arch="roberta", max_length=64)
     words = replacement_words(load_tokenizer(str(folder)))
     assert words and all(w.isalpha() and not w.startswith("Ġ") for w in words.values())
-    assert "the" in words.values()
+    assert "the" in words.values() and "The" in words.values()
+    raw = tiny_config(folder, imdb_dir, max_steps=2)
+    raw["tokenization"] = {"max_length": 64}
+    raw["pretrain"] = {"max_texts": 40}
+    pretrain(build_config(raw), tmp_path / "mlm")
+    mlm = str(tmp_path / "mlm" / "model")
+    with pytest.raises(ConfigError, match="set augment.max_length to at most 64"):
+        load_augmenter(AugmentConfig(mlm_model=mlm, max_length=65), 64)
+    augmenter = load_augmenter(AugmentConfig(mlm_model=mlm, replace_fraction=0.5, top_k=50), 64)
+    assert augmenter.variants  # the same word in two cases
+    texts = imdb_sample["text"].iloc[:8].tolist()
+    rows, facts = augment_frame(pd.DataFrame({"id": list("abcdefgh"), "text": texts, "label": [0] * 8}), augmenter, 0)
+    assert facts["words_replaced"] > 50
+    for before, after in zip(texts, rows["text"], strict=True):
+        pairs = [(a, b) for a, b in zip(_pieces(before), _pieces(after), strict=True) if a != b]
+        assert pairs
+        for old, new in pairs:
+            assert new.isalpha() and old.lower() != new.lower()
+            assert not old.islower() or new.islower()
+
+
+def test_case_helpers():
+    assert same_word_ids({1: "good", 2: "Good", 3: "film", 4: "GOOD"}) == {1: [2, 4], 2: [1, 4], 4: [1, 2]}
+    assert same_word_ids({1: "good", 3: "film"}) == {}
+    assert [_match_case("John", o) for o in ("said", "Said", "SAID", "I")] == ["john", "John", "JOHN", "John"]
+    assert _word_span(" good", 0, 5) == (1, 5) and _word_span("good", 0, 4) == (0, 4)
 
 
 def test_a_bare_encoder_or_a_too_long_window_is_refused(tiny_model_dir, mlm_dir):
@@ -113,7 +150,9 @@ def test_a_bare_encoder_or_a_too_long_window_is_refused(tiny_model_dir, mlm_dir)
         load_augmenter(AugmentConfig(mlm_model=str(mlm_dir), max_length=1024), 64)
 
 
-def test_train_adds_the_rows_keeps_them_and_reuses_them_on_resume(mlm_dir, tiny_model_dir, imdb_dir, tmp_path):
+def test_train_adds_the_rows_keeps_them_and_reuses_them_on_resume(
+    mlm_dir, tiny_model_dir, imdb_dir, tmp_path, monkeypatch
+):
     raw = tiny_config(tiny_model_dir, imdb_dir)
     raw["augment"] = {"mlm_model": str(mlm_dir), "copies": 1}
     raw["evaluation"] = {"baselines": False}
@@ -126,15 +165,40 @@ def test_train_adds_the_rows_keeps_them_and_reuses_them_on_resume(mlm_dir, tiny_
     assert resolved["data"]["train"] == 64  # the split itself; the augmented rows come on top
     steps = json.loads((run / "metrics.json").read_text())["global_step"]
     assert steps == -(-(64 + len(rows)) // 16)  # one epoch of batches of 16 over both
-    assert set(rows["source_id"]) <= set(pd.read_parquet(run / AUGMENTED_FILE)["source_id"])
+    assert set(rows["source_id"]) <= set(prepare_data(cfg.data).train["id"].astype(str))
 
-    # the same texts, masked-LM, settings and seed: the kept rows are read back, not made again
+    # the same rows, masked-LM, settings and seed: the kept rows are read back, not made again (an edit of the file
+    # comes back; augment_frame would raise); another seed, label or masked-LM file makes them again
+    kept = pd.read_parquet(run / AUGMENTED_FILE)
+    kept.loc[0, "text"] = "EDITED"
+    kept.to_parquet(run / AUGMENTED_FILE)
     augmenter = load_augmenter(cfg.augment, 64)
     train_split = prepare_data(cfg.data).train
+
+    def made_again(*args, **kwargs):
+        raise AssertionError("made again")
+
+    monkeypatch.setattr(augment, "augment_frame", made_again)
     again, facts = cached_augmentation(run, train_split, augmenter, cfg.training.seed)
-    assert again["text"].tolist() == rows["text"].tolist() and facts == metrics["augment"]
-    other_seed, _ = cached_augmentation(run, train_split, augmenter, cfg.training.seed + 1)
-    assert other_seed["text"].tolist() != rows["text"].tolist()
+    assert again["text"].iloc[0] == "EDITED" and again["text"].tolist()[1:] == rows["text"].tolist()[1:]
+    assert facts["reused"] and not metrics["augment"]["reused"]
+    assert {k: v for k, v in facts.items() if k != "reused"} == {
+        k: v for k, v in metrics["augment"].items() if k != "reused"
+    }
+    relabelled = train_split.assign(label=1 - train_split["label"])
+    for stale in (
+        lambda: cached_augmentation(run, train_split, augmenter, cfg.training.seed + 1),
+        lambda: cached_augmentation(run, relabelled, augmenter, cfg.training.seed),
+    ):
+        with pytest.raises(AssertionError, match="made again"):
+            stale()
+    monkeypatch.undo()
+    (mlm_dir / "config.json").write_text((mlm_dir / "config.json").read_text() + "\n")  # the same path, other files
+    try:
+        remade, facts = cached_augmentation(run, train_split, augmenter, cfg.training.seed)
+    finally:
+        (mlm_dir / "config.json").write_text((mlm_dir / "config.json").read_text()[:-1])
+    assert not facts["reused"] and remade["text"].iloc[0] != "EDITED"
 
 
 def test_distill_and_pretrain_refuse_an_augment_section(mlm_dir, tiny_model_dir, imdb_dir, tmp_path):
@@ -145,8 +209,8 @@ def test_distill_and_pretrain_refuse_an_augment_section(mlm_dir, tiny_model_dir,
         pretrain(build_config(raw), tmp_path / "pt")
     del raw["pretrain"]
     raw["distill"] = {"alpha": 0.5}
-    with pytest.raises(ConfigError, match="distill cannot use an augment: section"):
-        train(build_config(raw), tmp_path / "student", student=SimpleNamespace())
+    with pytest.raises(ConfigError, match="distill cannot use an augment: section"):  # before the teacher is read
+        distill(tmp_path / "no-teacher", build_config(raw), tmp_path / "student")
     assert not (tmp_path / "pt").exists() and not (tmp_path / "student").exists()
 
 

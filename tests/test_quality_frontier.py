@@ -54,4 +54,4 @@ def test_frontier_figure_and_bad_argument(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cpu-minilm-full  92.85%" in done.stdout
     bad = subprocess.run([*script, "--full", str(full), "--out", str(out)], capture_output=True, text=True)
-    assert bad.returncode != 0 and "NAME=FILE" in bad.stderr
+    assert bad.returncode == 2 and "error: --full" in bad.stderr and "NAME=FILE" in bad.stderr

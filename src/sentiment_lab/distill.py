@@ -13,7 +13,6 @@ recomputes them otherwise. docs/compression.md.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from sentiment_lab.rundir import (
     is_ensemble,
     locate_model,
     model_file_digests,
+    rows_digest,
     verify_ensemble,
 )
 from sentiment_lab.training import LossFunction, SoftTargets, StudentRecipe, train
@@ -360,13 +360,6 @@ def self_training_rows(
     return frame, logits[keep], facts
 
 
-def _texts_digest(frame: pd.DataFrame) -> str:
-    h = hashlib.sha256()
-    for i, text in zip(frame["id"].astype(str), frame["text"], strict=True):
-        h.update(f"{len(i)}:{i}{len(text)}:{text}".encode())
-    return h.hexdigest()
-
-
 def cached_teacher_logits(
     teacher: Teacher, frame: pd.DataFrame, run_dir: Path, batch_size: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -378,7 +371,7 @@ def cached_teacher_logits(
         "teacher": str(teacher.path),
         "identity": teacher.identity,
         "rows": len(frame),
-        "texts": _texts_digest(frame),
+        "texts": rows_digest(frame),
     }
     if data_file.is_file() and info_file.is_file():
         try:
@@ -432,6 +425,11 @@ def distill(
     d = cfg.distill
     if cfg.model.lora is not None:
         raise ConfigError("distill trains the whole student; remove model.lora (LoRA applies to `train` only)")
+    if cfg.augment is not None:
+        raise ConfigError(
+            "distill cannot use an augment: section (the student learns the teacher's logits of each text, which "
+            "augmented copies lack); remove augment, or train without a teacher"
+        )
     source = load_teacher(teacher)
     if d.student is None and source.layers is not None:
         resolve_layers(d.layers, source.layers)  # a layer the teacher lacks: refused before the data is read

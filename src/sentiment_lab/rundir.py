@@ -385,6 +385,15 @@ def model_file_digests(model_dir: str | Path) -> dict[str, str]:
     return digests
 
 
+def rows_digest(frame: pd.DataFrame, columns: tuple[str, ...] = ("id", "text")) -> str:
+    """One sha256 over `columns` of every row, in order (each value length-prefixed, so no two tables collide):
+    the key a run-folder cache is valid for (teacher logits, augmented rows)."""
+    h = hashlib.sha256()
+    for values in zip(*(frame[c].astype(str) for c in columns), strict=True):
+        h.update("".join(f"{len(v)}:{v}" for v in values).encode())
+    return h.hexdigest()
+
+
 def fingerprint_of(digests: dict[str, str]) -> str:
     """One sha256 over a model folder's file digests (names and contents)."""
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()

@@ -413,11 +413,8 @@ def train(
             "the config has a pretrain: section, which only `sentiment-lab pretrain --config CONFIG --out DIR` reads; "
             "run that, or remove the section to fine-tune (from a pre-trained folder: --set model.name=DIR/model)"
         )
-    if cfg.augment is not None and student is not None:
-        raise ConfigError(
-            "distill cannot use an augment: section (the student learns the teacher's logits of each text, which "
-            "augmented copies lack); remove augment, or train without a teacher"
-        )
+    if cfg.augment is not None and student is not None:  # distill() refuses it first; this guards other callers
+        raise ConfigError("a student (distillation) cannot train on augmented rows; remove the augment: section")
     run_dir = Path(out_dir)
     resume = cfg.training.resume
     main = is_main_process()  # under DDP every rank trains, only rank 0 touches the run folder
@@ -538,8 +535,13 @@ def _train_in_run_dir(
     max_windows = cfg.tokenization.max_windows
     train_frame = soft.frame if soft else splits.train
     augmented = None
-    if augmenter is not None:  # every rank makes the same rows (same seed); only rank 0 keeps them in the run folder
-        rows, augmented = cached_augmentation(run_dir, splits.train, augmenter, cfg.training.seed, is_main_process())
+    if augmenter is not None:
+        state = PartialState(cpu=not torch.cuda.is_available())
+        # rank 0 makes the rows on its own device and writes them; the other ranks wait, then read the same file
+        with state.main_process_first():
+            rows, augmented = cached_augmentation(
+                run_dir, splits.train, augmenter, cfg.training.seed, state.is_main_process, device=state.device
+            )
         train_frame = pd.concat([splits.train, rows[splits.train.columns]], ignore_index=True)
         resolved["resolved"]["augment"] = augmented
         augmenter.model = None  # its memory back before training
