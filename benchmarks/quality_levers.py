@@ -141,10 +141,13 @@ def run_step(step: str, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def draw_points(ax: Any, rows: list[dict[str, Any]], reference: float | None = None) -> None:
     """Accuracy (95% CI) against wall minutes, one labelled point per row; `reference`: a dashed line there."""
-    for r in rows:
+    for i, r in enumerate(rows):
         acc, low, high, minutes = 100 * r["accuracy"], 100 * r["ci_low"], 100 * r["ci_high"], r["wall_s"] / 60
         ax.errorbar(minutes, acc, yerr=[[acc - low], [high - acc]], fmt="o", capsize=4)
-        ax.annotate(r["name"], (minutes, acc), textcoords="offset points", xytext=(7, 4), fontsize=9)
+        # labels alternate above and below their points, so neighbours at the same height stay readable
+        ax.annotate(
+            r["name"], (minutes, acc), textcoords="offset points", xytext=(7, 4 if i % 2 == 0 else -12), fontsize=9
+        )
     if reference is not None:
         ax.axhline(100 * reference, color="grey", lw=0.8, ls="--", zorder=0)
     right = max(r["wall_s"] for r in rows) / 60 * 1.25

@@ -29,8 +29,8 @@ def test_full_points_have_wilson_cis_and_one_tfidf_per_result(tmp_path):
     a = measurement(tmp_path / "a.json", 0.92848, 0.90312, "1:10:55 (...)")
     b = measurement(tmp_path / "b.json", 0.9351, 0.90312, "1:55:00 (...)")
     points = bench.full_points([("full", a), ("best", b)])
-    assert [p["name"] for p in points] == ["full", "TF-IDF", "best"]  # same split, same TF-IDF: drawn once
-    full = points[0]
+    assert [p["name"] for p in points] == ["TF-IDF", "full", "best"]  # same split, same TF-IDF: drawn once
+    full = points[1]
     assert full["ci_low"] < full["accuracy"] < full["ci_high"]
     assert full["ci_high"] - full["ci_low"] == pytest.approx(0.0064, abs=0.0003)  # +-1.96 sqrt(p(1-p)/n)
     assert points[2]["wall_s"] == 6900.0
