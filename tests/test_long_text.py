@@ -55,8 +55,18 @@ def test_tokenizing_in_pieces_gives_the_same_rows_as_at_once(tiny_model_dir, mon
     tokenizer = load_tokenizer(str(tiny_model_dir))
     frame = pd.DataFrame({"text": [" ".join(["good film"] * (i % 30 + 1)) for i in range(50)], "label": [0, 1] * 25})
     settings = TextSettings(max_length=16, long_text="chunk")
+    texts = frame["text"].tolist()
     whole, whole_owners = tokenize_frame(frame, tokenizer, settings)
+    scoring = [  # what test scoring and predict tokenize (bare_token_ids under each)
+        tokenization.encode_windows(tokenizer, texts, settings),
+        tokenization.encode_texts(tokenizer, texts, TextSettings(max_length=16)),
+        tokenization.count_tokens(tokenizer, texts),
+    ]
     monkeypatch.setattr(tokenization, "TOKENIZE_ROWS", 7)  # 8 pieces, the last one short
+    windows, owners = tokenization.encode_windows(tokenizer, texts, settings)
+    assert windows == scoring[0][0] and owners.tolist() == scoring[0][1].tolist() and len(windows) > 50
+    assert tokenization.encode_texts(tokenizer, texts, TextSettings(max_length=16)) == scoring[1]
+    assert tokenization.count_tokens(tokenizer, texts).tolist() == scoring[2].tolist()
     pieces, piece_owners = tokenize_frame(frame, tokenizer, settings)
     assert pieces["input_ids"] == whole["input_ids"] and pieces["labels"] == whole["labels"]
     assert piece_owners.tolist() == whole_owners.tolist() and piece_owners.max() == 49

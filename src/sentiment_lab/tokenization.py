@@ -63,12 +63,25 @@ def truncate_ids(ids: list[int], budget: int, strategy: str, head_tokens: int | 
     raise ValueError(f"unknown truncation strategy {strategy!r}")
 
 
+TOKENIZE_ROWS = 2048  # texts tokenized at a time (bare_token_ids, tokenize_frame)
+
+
+def bare_token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids without special tokens, TOKENIZE_ROWS texts at a time: a fast tokenizer's output for
+    all texts at once keeps every text's Encoding (tokens, offsets) alive until it returns; for IMDb's 25,000 test
+    reviews that raised the peak by 1.17 GB, against 0.37 GB in pieces (measured 2026-12-03), for the same ids."""
+    ids: list[list[int]] = []
+    for lo in range(0, len(texts), TOKENIZE_ROWS):
+        ids += tokenizer(texts[lo : lo + TOKENIZE_ROWS], add_special_tokens=False, verbose=False)["input_ids"]
+    return ids
+
+
 def encode_texts(tokenizer: Any, texts: list[str], settings: TextSettings) -> dict[str, list[list[int]]]:
     """Token ids (with special tokens, unpadded) and attention masks for a list of texts."""
     texts = preprocess_texts(texts, settings)
     prefix, suffix = special_token_frame(tokenizer)
     budget = token_budget(tokenizer, settings.max_length)
-    bare = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    bare = bare_token_ids(tokenizer, texts)
     input_ids = [prefix + truncate_ids(ids, budget, settings.truncation, settings.head_tokens) + suffix for ids in bare]
     return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
 
@@ -111,7 +124,7 @@ def encode_windows(
     overlap = default_stride(settings, tokenizer) if stride is None else stride
     sequences: list[list[int]] = []
     owners: list[int] = []
-    for i, ids in enumerate(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]):
+    for i, ids in enumerate(bare_token_ids(tokenizer, texts)):
         for window in chunk_windows(ids, budget, overlap, max_windows):
             sequences.append(prefix + window + suffix)
             owners.append(i)
@@ -126,11 +139,8 @@ def default_stride(settings: TextSettings, tokenizer: Any) -> int:
 def count_tokens(tokenizer: Any, texts: list[str]) -> np.ndarray:
     """Tokens per text including the special tokens, without truncation."""
     prefix, suffix = special_token_frame(tokenizer)
-    bare = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    bare = bare_token_ids(tokenizer, texts)
     return np.array([len(ids) + len(prefix) + len(suffix) for ids in bare])
-
-
-TOKENIZE_ROWS = 2048  # texts tokenized at a time by tokenize_frame
 
 
 def tokenize_frame(
