@@ -279,3 +279,12 @@ def test_quality_levers_benchmark_builds_configs_the_tool_accepts(tmp_path):
             assert cfg.pretrain.texts == ["unsup.parquet"] and cfg.training.max_steps in (60, 100)
         if step == "self_train":
             assert cfg.distill.pseudo_labels and cfg.distill.student == "minilm-l6"
+
+
+def test_a_tokenizer_without_a_mask_token_is_refused(mlm_dir, monkeypatch):
+    tokenizer = load_tokenizer(str(mlm_dir))
+    tokenizer.mask_token = None
+    assert tokenizer.mask_token_id is None
+    monkeypatch.setattr(augment, "load_tokenizer", lambda name: tokenizer)
+    with pytest.raises(ModelError, match="its tokenizer has no mask token; name a masked-LM"):
+        load_augmenter(AugmentConfig(mlm_model=str(mlm_dir)), 64)
