@@ -48,6 +48,7 @@ from sentiment_lab.rundir import (
     rows_digest,
     verify_ensemble,
 )
+from sentiment_lab.tokenization import bare_token_ids
 from sentiment_lab.training import LossFunction, SoftTargets, StudentRecipe, train
 from sentiment_lab.unlabeled import find_text_file, read_texts, select_texts
 
@@ -198,9 +199,8 @@ def prune_vocabulary(
         raise ModelError(f"the vocabulary of {type(tokenizer).__name__} has gaps in its ids; it cannot be pruned")
     used: set[int] = set(tokenizer.all_special_ids)
     used |= {i for i, t in enumerate(tokens) if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
-    for start in range(0, len(texts), 1000):
-        for ids in tokenizer(list(texts[start : start + 1000]), add_special_tokens=False, verbose=False)["input_ids"]:
-            used.update(ids)
+    for ids in bare_token_ids(tokenizer, list(texts)):
+        used.update(ids)
     kept = np.array(sorted(used))
 
     folder.mkdir(parents=True, exist_ok=True)
