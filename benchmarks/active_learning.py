@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -118,8 +119,18 @@ def bootstrap_mean_ci(
 # The simulation ---------------------------------------------------------------------------------------------------
 
 
-def experiment_config(args: argparse.Namespace, seed: int, name: str) -> Any:
-    """The quickstart recipe with this benchmark's settings: no validation split, no baselines, no trackers."""
+def epochs_for(labels: int, batch_size: int, epochs: float, min_steps: int) -> float:
+    """The recipe's epochs, raised so that a round of `labels` trains at least `min_steps` optimizer steps.
+
+    2 epochs of 100 labels at batch 16 are 14 steps: such models stay at chance (docs/active_learning.md), and a
+    chance-level model makes every strategy's choice meaningless. The floor lets small rounds train."""
+    steps_per_epoch = math.ceil(labels / batch_size)
+    return max(epochs, math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else epochs
+
+
+def experiment_config(args: argparse.Namespace, seed: int, name: str, labels: int) -> Any:
+    """The quickstart recipe with this benchmark's settings: no validation split, no baselines, no trackers, and at
+    least --min-steps optimizer steps per round."""
     from sentiment_lab.config import build_config, read_config
 
     raw = read_config(REPO / "configs" / "quickstart.yaml")
@@ -129,7 +140,9 @@ def experiment_config(args: argparse.Namespace, seed: int, name: str) -> Any:
     raw.setdefault("model", {})["name"] = args.model
     raw.setdefault("training", {}).update({"seed": seed, "report_to": [], "logging_steps": 50})
     raw["evaluation"] = {"baselines": False}
-    return build_config(raw, "configs/quickstart.yaml (active learning)")
+    config = build_config(raw, "configs/quickstart.yaml (active learning)")
+    epochs = epochs_for(labels, config.training.batch_size, config.training.epochs, args.min_steps)
+    return config.model_copy(update={"training": config.training.model_copy(update={"epochs": epochs})})
 
 
 def load_data(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -157,6 +170,7 @@ class Simulation:
             "model": args.model,
             "candidates": args.candidates,
             "recipe": "configs/quickstart.yaml, val_fraction 0, no baselines",
+            "min_steps": args.min_steps,
             "pool_ids_head": pool["id"].head(5).tolist(),
         }
         self.cache: dict[str, Any] = {"settings": self.settings, "results": {}}
@@ -187,7 +201,8 @@ class Simulation:
             test=self.test,
             label_names=LABELS,
         )
-        train(experiment_config(self.args, seed, key.replace("/", "-")), run, overwrite=True, splits=splits)
+        config = experiment_config(self.args, seed, key.replace("/", "-"), len(labelled))
+        train(config, run, overwrite=True, splits=splits)
         return run
 
     def score(self, key: str, run: Path, added: list[int], seconds: dict[str, float]) -> None:
@@ -370,6 +385,12 @@ def main() -> None:
     p.add_argument("--max-length", type=int, help="tokens per review (default 128 quick, 256 full)")
     p.add_argument("--model", default="minilm-l6", help="model of every round (default minilm-l6)")
     p.add_argument("--candidates", type=int, default=5, help="diverse: cluster the candidates x N least confident")
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        default=100,
+        help="optimizer steps every round trains at least (epochs raised for small rounds; default 100, 0: off)",
+    )
     p.add_argument(
         "--out", help="results JSON, also the resume cache (default docs/measurements/active_learning[-quick].json)"
     )

@@ -66,6 +66,31 @@ def test_choose_refuses_bad_requests() -> None:
         choose("diverse", 2, PROBS)
 
 
+def test_balanced_shares_the_picks_among_the_predicted_classes() -> None:
+    """A model leaning positive: the 6 least confident texts are all predicted positive, so uncertainty takes only
+    positives; balanced alternates the classes, each class's least confident first."""
+    top_pos = [0.51, 0.52, 0.53, 0.54, 0.55, 0.56, 0.90, 0.95]  # rows 0-7 predicted positive
+    top_neg = [0.70, 0.60, 0.99]  # rows 8-10 predicted negative: 9 is their least confident, then 8
+    probs = np.array([[1 - p, p] for p in top_pos] + [[p, 1 - p] for p in top_neg])
+    assert set(choose("uncertainty", 4, probs).indices.tolist()) <= set(range(8))
+    b = choose("balanced", 4, probs, labels=["neg", "pos"])
+    assert b.indices.tolist() == [9, 0, 8, 1]
+    assert np.allclose(b.scores, [0.40, 0.49, 0.30, 0.48])
+    assert b.reasons[0] == "top probability 0.60, 1st least confident of the 3 predicted neg (of 11)"
+    assert b.reasons[3] == "top probability 0.52, 2nd least confident of the 8 predicted pos (of 11)"
+    # a class that runs out leaves its turns to the other: 3 negatives, then positives only
+    c = choose("balanced", 7, probs)
+    assert c.indices.tolist() == [9, 0, 8, 1, 10, 2, 3]
+    assert len(set(choose("balanced", 11, probs).indices.tolist())) == 11
+
+
+def test_the_cli_offers_every_strategy_of_the_module() -> None:
+    from sentiment_lab.cli.parsers import SELECT_STRATEGIES
+    from sentiment_lab.selection import STRATEGIES
+
+    assert SELECT_STRATEGIES == STRATEGIES
+
+
 def test_diverse_picks_one_uncertain_text_per_cluster() -> None:
     """Four tight groups of near-identical texts, all uncertain: uncertainty alone takes four from the most uncertain
     group; diverse takes one from each group, the one nearest its centre."""
@@ -353,3 +378,11 @@ def test_benchmark_seed_and_review_bootstrap(benchmark) -> None:
     ci = benchmark.bootstrap_mean_ci(correct, n_boot=500, seed=0)
     assert ci["mean"] == pytest.approx(correct.mean())
     assert ci["low"] < ci["mean"] < ci["high"]
+
+
+def test_benchmark_step_floor_raises_the_epochs_of_small_rounds(benchmark) -> None:
+    # 100 labels at batch 16: 7 steps per epoch, so 100 steps need 15 epochs; 1,600 labels keep the recipe's 2
+    assert benchmark.epochs_for(100, 16, 2.0, 100) == 15
+    assert benchmark.epochs_for(800, 16, 2.0, 100) == 2  # 50 steps per epoch: 2 epochs are the 100 steps
+    assert benchmark.epochs_for(1600, 16, 2.0, 100) == 2.0
+    assert benchmark.epochs_for(100, 16, 2.0, 0) == 2.0  # floor off: the recipe as it is

@@ -9,6 +9,9 @@ Strategies (the score written for each pick, and what ranks first):
 - uncertainty: least confidence, 1 - top probability; highest first.
 - margin: top probability - second probability; smallest first.
 - entropy: the entropy of the class probabilities in nats; highest first.
+- balanced: least confidence within each predicted class: the N picks are shared evenly among the classes the
+  model predicts (round-robin, most uncertain first in each), so a model that leans one way does not spend a whole
+  round on one class (the cold-start failure of plain uncertainty, docs/active_learning.md).
 - random: a seeded uniform draw (the score is the draw); the baseline every strategy must beat.
 - diverse: uncertainty-weighted diversity. The `candidates` x N least confident texts are embedded with the model's
   encoder (`Predictor.embeddings`), clustered into N groups (k-means, seeded) and the text nearest each centre is
@@ -42,7 +45,7 @@ from sentiment_lab.tokenization import preprocess_text
 
 log = logging.getLogger("sentiment_lab")
 
-STRATEGIES = ("uncertainty", "margin", "entropy", "random", "diverse")
+STRATEGIES = ("uncertainty", "margin", "entropy", "balanced", "random", "diverse")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 # rank (1 = most worth labelling), the pool's id and text, the annotator's empty label, then why it was chosen
 SELECTION_COLUMNS = ("rank", "id", "text", "label", "predicted_label", "probability", "score", "strategy", "reason")
@@ -140,7 +143,37 @@ def choose(
             for r, i in enumerate(order)
         ]
         return Selection(order, scores[order], reasons)
+    if strategy == "balanced":
+        return _balanced(probs, k, m, names)
     return _diverse(probs, k, m, seed, embed, candidates)
+
+
+def _balanced(probs: np.ndarray, k: int, m: int, names: list[str]) -> Selection:
+    # Not in scikit-learn or modAL: per-class quotas over one uncertainty ranking. Round-robin over the predicted
+    # classes, each class's least confident first; a class that runs out leaves its turns to the others.
+    scores = least_confidence(probs)
+    predicted = probs.argmax(axis=1)
+    by_uncertainty = np.argsort(-scores, kind="stable")
+    queues = [by_uncertainty[predicted[by_uncertainty] == c].tolist() for c in range(probs.shape[1])]
+    sizes = [len(q) for q in queues]
+    chosen: list[int] = []
+    taken = [0] * len(queues)
+    while len(chosen) < k:
+        for c, queue in enumerate(queues):
+            if taken[c] < len(queue) and len(chosen) < k:
+                chosen.append(queue[taken[c]])
+                taken[c] += 1
+    order = np.array(chosen, dtype=np.int64)
+    reasons = []
+    rank_in_class = [0] * len(queues)
+    for i in order:
+        c = int(predicted[i])
+        rank_in_class[c] += 1
+        reasons.append(
+            f"top probability {1 - scores[i]:.2f}, {_ordinal(rank_in_class[c])} least confident of the "
+            f"{sizes[c]:,} predicted {names[c]} (of {m:,})"
+        )
+    return Selection(order, scores[order], reasons)
 
 
 def _diverse(

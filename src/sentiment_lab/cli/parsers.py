@@ -344,7 +344,7 @@ def add_serve_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
-SELECT_STRATEGIES = ("uncertainty", "margin", "entropy", "random", "diverse")  # selection.STRATEGIES
+SELECT_STRATEGIES = ("uncertainty", "margin", "entropy", "balanced", "random", "diverse")  # selection.STRATEGIES
 
 
 def add_selection_parsers(sub: argparse._SubParsersAction) -> None:
@@ -356,7 +356,8 @@ def add_selection_parsers(sub: argparse._SubParsersAction) -> None:
         "labelling to --out (.csv or .parquet): rank, id, text, an empty label column to fill in, predicted_label, "
         "probability (top), score (the strategy's), strategy and reason. Filled in, the file is a training file "
         "(data.train_file). Strategies: uncertainty (least confident, 1 - top probability), margin (smallest "
-        "top1 - top2), entropy, random (seeded), diverse (k-means of the model's encoder vectors over the 5N least "
+        "top1 - top2), entropy, balanced (least confident, shared evenly among the predicted classes), random "
+        "(seeded), diverse (k-means of the model's encoder vectors over the 5N least "
         "confident texts, the text nearest each centre; an ensemble uses its first member's encoder). Pool texts "
         "already in the run's training data are counted in a warning; a pool of N texts or fewer is returned whole.",
     )
