@@ -1,12 +1,13 @@
 """Active learning on IMDb: accuracy against labels spent, per selection strategy, against random sampling.
 
 A fixed pool of IMDb training reviews (stratified, seeded) plays the unlabelled data. Each (strategy, seed) starts
-from the same random 100 labels (per seed), trains MiniLM-L6 with the quickstart recipe (configs/quickstart.yaml:
-lr 1e-4, 2 epochs, warmup 0.1, head_tail truncation; no validation split, the labels all train, the last model
-is kept), then doubles its labels round by round: the next labels are chosen from the rest of the pool by the
-strategy (`sentiment_lab.selection.choose`, as `sentiment-lab select` does) with the previous round's model, and
-a new model is trained from scratch on all labels so far. Every model is scored on one fixed stratified subset of
-2,000 IMDb test reviews. Points are means over seeds with 95% bootstrap CIs (reviews and seeds resampled).
+from the same random 100 labels (per seed), trains MiniLM-L6 with the quickstart recipe (configs/quickstart.yaml: lr
+1e-4, 2 epochs but at least --min-steps optimizer steps, warmup 0.1, head_tail truncation; no validation split, the
+labels all train, the last model is kept), then doubles its labels round by round: the next labels are chosen from
+the rest of the pool by the strategy (`sentiment_lab.selection.choose`, as `sentiment-lab select` does) with the
+previous round's model, and a new model is trained from scratch on all labels so far. Every model is scored on one
+fixed stratified subset of 2,000 IMDb test reviews. Points are means over seeds with 95% bootstrap CIs (reviews and
+seeds resampled).
 
 A1 (docs/active_learning.md): the labels the best strategy needs to reach random sampling's mean accuracy at the
 largest round, by linear interpolation on its mean curve, as a share of that largest round (target <= 60%).
