@@ -13,6 +13,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# `evaluate` turns oneDNN's primitive cache off for its process (precision.bound_onednn_cache); in one pytest process
+# that would slow every bf16 training test after it 4x, so the tests keep oneDNN's default (its documented 1,024)
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
 IMDB_DIR = Path(os.environ.get("IMDB_DIR", REPO.parent / "shared" / "data" / "imdb")).resolve()
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import re
 
 import pandas as pd
@@ -128,10 +129,12 @@ def test_finished_run_dir_refused(capsys, tiny_run_dir, tiny_raw, tmp_path):
     assert (tiny_run_dir / "metrics.json").read_bytes() == before
 
 
-def test_evaluate_run_dir(capsys, tiny_run_dir, tmp_path):
+def test_evaluate_run_dir(capsys, tiny_run_dir, tmp_path, monkeypatch):
     out = tmp_path / "eval"
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
     code, stdout, _ = run_cli(capsys, "evaluate", str(tiny_run_dir), "--out", str(out))
     assert code == 0
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0"  # bulk scoring runs without oneDNN's shape cache
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     assert re.search(rf"\btest +{test['accuracy']:.4f} +{test['f1']:.4f} ", stdout), stdout  # the printed table

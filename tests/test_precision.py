@@ -81,3 +81,10 @@ def test_the_device_decides_not_whether_cuda_exists(gpu, cpu_bf16) -> None:
 def test_unknown_precision_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown precision 'int4'; use one of auto, fp32, bf16, fp16"):
         resolve("int4", "cpu")
+
+
+def test_bounding_the_onednn_cache_keeps_a_value_the_user_set(monkeypatch) -> None:
+    monkeypatch.delenv(precision.ONEDNN_CACHE_ENV, raising=False)
+    assert precision.bound_onednn_cache() == precision.ONEDNN_CACHE_CAPACITY == "0"
+    monkeypatch.setenv(precision.ONEDNN_CACHE_ENV, "256")
+    assert precision.bound_onednn_cache() == "256"  # the user's value wins

@@ -29,7 +29,7 @@ from sentiment_lab.errors import ConfigError, DataError
 from sentiment_lab.io import write_json_atomic, write_parquet_atomic
 from sentiment_lab.metrics import classification_metrics
 from sentiment_lab.modeling import load_classifier, load_tokenizer
-from sentiment_lab.precision import ResolvedPrecision, default_device
+from sentiment_lab.precision import ResolvedPrecision, bound_onednn_cache, default_device
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import MODEL_DIR, is_ensemble, locate_model, read_run_config, verify_ensemble
 from sentiment_lab.runners import (
@@ -163,6 +163,7 @@ def evaluate_model(
     re-evaluating a run on the machine that trained it reproduces its test predictions (`runners.score_split`).
     allow_pickle: load `.bin` pickle weights when the folder has no safetensors (trusted sources only).
     """
+    bound_onednn_cache()  # bulk bf16 scoring of dynamic shapes: precision.py, "oneDNN ... primitive"
     manifest = None
     if is_ensemble(model_or_run):
         manifest, members = verify_ensemble(model_or_run)  # every member there and unchanged, before any work

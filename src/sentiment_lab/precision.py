@@ -10,6 +10,7 @@ AMX (elsewhere it is emulated and slower than fp32) and fp16 is never used.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -24,6 +25,21 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # precision name -> torch dtype name
 MIN_CUDA_BF16_CAPABILITY = (8, 0)
+# bf16 on a CPU runs its matrix products through oneDNN, which caches one primitive per input shape (up to 1,024),
+# each holding its own packed copy of the layer's weights. With dynamic padding nearly every batch is a new shape:
+# scoring 8,000 IMDb test reviews in windows grew to 3.6 GB resident with the default cache and stayed at 1.4 GB
+# without it, no slower. Training is another matter: without the cache every step re-creates its backward
+# primitives, 4x slower (measured, docs/performance.md, P1), and batch-1 serving latency without it was not measured.
+# So only bulk scoring of a test split (`evaluation.evaluate_model`: `sentiment-lab evaluate`) turns it off. oneDNN
+# reads the variable when it creates its first primitive, so in a process that trained first it changes nothing; a
+# value the user set wins.
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = "0"
+
+
+def bound_onednn_cache() -> str:
+    """Turn oneDNN's primitive cache off for a scoring process (see above) unless the user set it; the value now."""
+    return os.environ.setdefault(ONEDNN_CACHE_ENV, ONEDNN_CACHE_CAPACITY)
 
 
 def dtype_of(name: str) -> torch.dtype:

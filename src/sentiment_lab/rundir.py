@@ -218,6 +218,7 @@ def environment_info() -> dict[str, str | None]:
     # glibc allocator settings change CPU training speed (SENTIMENT_LAB_ALLOCATOR=tuned sets them; docs/performance.md)
     malloc = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
     versions["malloc_env"] = " ".join(malloc) or None
+    versions["onednn_primitive_cache"] = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")  # precision.py, P1
     return versions
 
 
