@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sentiment_lab.config import ExperimentConfig, build_config, read_yaml
 from sentiment_lab.errors import ConfigError, ModelError, RunDirError
+from sentiment_lab.precision import ONEDNN_CACHE_ENV
 
 FINISHED_MARKER = "metrics.json"
 MODEL_DIR = "model"  # the run's Hugging Face model folder
@@ -218,7 +219,7 @@ def environment_info() -> dict[str, str | None]:
     # glibc allocator settings change CPU training speed (SENTIMENT_LAB_ALLOCATOR=tuned sets them; docs/performance.md)
     malloc = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
     versions["malloc_env"] = " ".join(malloc) or None
-    versions["onednn_primitive_cache"] = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")  # precision.py, P1
+    versions["onednn_primitive_cache"] = os.environ.get(ONEDNN_CACHE_ENV)  # precision.bound_onednn_cache, P1
     return versions
 
 

@@ -155,24 +155,20 @@ def _balanced(probs: np.ndarray, k: int, m: int, names: list[str]) -> Selection:
     predicted = probs.argmax(axis=1)
     by_uncertainty = np.argsort(-scores, kind="stable")
     queues = [by_uncertainty[predicted[by_uncertainty] == c].tolist() for c in range(probs.shape[1])]
-    sizes = [len(q) for q in queues]
     chosen: list[int] = []
+    reasons: list[str] = []
     taken = [0] * len(queues)
     while len(chosen) < k:
         for c, queue in enumerate(queues):
             if taken[c] < len(queue) and len(chosen) < k:
-                chosen.append(queue[taken[c]])
+                i = queue[taken[c]]
                 taken[c] += 1
+                chosen.append(i)
+                reasons.append(
+                    f"top probability {1 - scores[i]:.2f}, {_ordinal(taken[c])} least confident of the "
+                    f"{len(queue):,} predicted {names[c]} (of {m:,})"
+                )
     order = np.array(chosen, dtype=np.int64)
-    reasons = []
-    rank_in_class = [0] * len(queues)
-    for i in order:
-        c = int(predicted[i])
-        rank_in_class[c] += 1
-        reasons.append(
-            f"top probability {1 - scores[i]:.2f}, {_ordinal(rank_in_class[c])} least confident of the "
-            f"{sizes[c]:,} predicted {names[c]} (of {m:,})"
-        )
     return Selection(order, scores[order], reasons)
 
 
