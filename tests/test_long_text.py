@@ -161,3 +161,26 @@ def test_the_long_text_benchmark_compares_the_three_ways_on_the_same_reviews(tmp
     chunk_preds = pd.read_parquet(Path(chunk["run"]) / "predictions.parquet")
     assert chunk["accuracy"] == pytest.approx((chunk_preds["pred"] == chunk_preds["label"]).mean())
     assert {"b", "c", "p_value"} <= set(chunk["mcnemar_vs_truncate"]) and "mcnemar_vs_truncate" not in truncate
+
+
+def test_scoring_pads_batches_to_a_multiple_so_few_shapes_reach_the_model(tiny_model_dir):
+    """Bounding the shapes bounds oneDNN's primitive cache (precision.PAD_MULTIPLE); the logits must not change."""
+    from transformers import AutoModelForSequenceClassification
+
+    from sentiment_lab.runners import torch_runner
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    sequences = [list(range(5, 5 + n)) for n in (3, 17, 40, 9, 33, 64, 21)]
+    seen: list[tuple[int, int]] = []
+    runner = torch_runner(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir))
+
+    def recording(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        seen.append(ids.shape)
+        return runner(ids, mask)
+
+    padded = batched_logits(sequences, tokenizer, recording, 3, multiple=16)
+    assert [shape[1] for shape in seen] == [32, 48, 64]  # longest of 3, 9, 17 | 21, 33, 40 | 64, rounded up
+    seen.clear()
+    plain = batched_logits(sequences, tokenizer, recording, 3)
+    assert [shape[1] for shape in seen] == [17, 40, 64]
+    np.testing.assert_allclose(padded, plain, rtol=1e-4, atol=1e-5)  # padding is masked out

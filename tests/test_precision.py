@@ -88,3 +88,8 @@ def test_bounding_the_onednn_cache_keeps_a_value_the_user_set(monkeypatch) -> No
     assert precision.bound_onednn_cache() == precision.ONEDNN_CACHE_CAPACITY == "0"
     monkeypatch.setenv(precision.ONEDNN_CACHE_ENV, "256")
     assert precision.bound_onednn_cache() == "256"  # the user's value wins
+
+
+def test_batches_pad_to_a_multiple_of_16_only_where_max_length_allows_it() -> None:
+    assert precision.pad_multiple(384) == precision.pad_multiple(128) == precision.PAD_MULTIPLE == 16
+    assert precision.pad_multiple(100) is None  # 100 -> 112 would pass the positions the text was truncated for

@@ -35,6 +35,17 @@ MIN_CUDA_BF16_CAPABILITY = (8, 0)
 # value the user set wins.
 ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_CAPACITY = "0"
+# Where the cache stays on (training, and scoring in a process that trained, predict, serve), the number of shapes is
+# what bounds it: every batch is padded up to a multiple of 16 tokens, so a run sees at most max_length / 16 sequence
+# lengths (24 at 384) instead of one per batch, and the cache stops growing after the first few hundred batches. 16 is
+# also a multiple of what GPU tensor cores want (8). A max_length that is not a multiple of 16 is left as it is (the
+# padded length must never pass it: the model's position embeddings end there).
+PAD_MULTIPLE = 16
+
+
+def pad_multiple(max_length: int) -> int | None:
+    """The multiple to pad a batch's sequence length to for texts truncated at `max_length` (None: pad to longest)."""
+    return PAD_MULTIPLE if max_length % PAD_MULTIPLE == 0 else None
 
 
 def bound_onednn_cache() -> str:

@@ -18,6 +18,7 @@ from transformers import AutoConfig
 from sentiment_lab.errors import ConfigError, InputError, ModelError
 from sentiment_lab.metrics import average_by_owner
 from sentiment_lab.modeling import ID2LABEL, load_classifier, load_tokenizer
+from sentiment_lab.precision import pad_multiple
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.predictor_options import PredictorOptions
 from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, is_ensemble, locate_model, verify_ensemble
@@ -238,7 +239,8 @@ class Predictor:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
-        window_logits = batched_logits(sequences, self.tokenizer, self.runner, self.batch_size)
+        multiple = pad_multiple(self.settings.max_length)
+        window_logits = batched_logits(sequences, self.tokenizer, self.runner, self.batch_size, multiple=multiple)
         return average_by_owner(window_logits, owners, len(texts))  # truncate: one window per text, unchanged
 
     def embeddings(self, texts: Sequence[str]) -> np.ndarray:
@@ -258,7 +260,9 @@ class Predictor:
         if not texts:
             return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
-        vectors = batched_logits(sequences, self.tokenizer, embedding_runner(self.model), self.batch_size)
+        runner = embedding_runner(self.model)
+        multiple = pad_multiple(self.settings.max_length)
+        vectors = batched_logits(sequences, self.tokenizer, runner, self.batch_size, multiple=multiple)
         return average_by_owner(vectors, owners, len(texts))
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:

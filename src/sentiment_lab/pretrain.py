@@ -43,7 +43,7 @@ from sentiment_lab.modeling import (
     optimizer_param_groups,
     resolve_model_name,
 )
-from sentiment_lab.precision import default_device
+from sentiment_lab.precision import default_device, pad_multiple
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import (
     CHECKPOINTS,
@@ -319,12 +319,15 @@ def _pretrain_in_run_dir(
         betas = (t.adam_beta1, t.adam_beta2)
         optimizers = (torch.optim.AdamW(groups, lr=t.learning_rate, betas=betas, eps=t.adam_epsilon), None)
     trainer_class = LengthBucketTrainer if cfg.training.group_by_length else Trainer
+    multiple = pad_multiple(cfg.tokenization.max_length)  # the shapes oneDNN caches, as in `train`
     trainer = trainer_class(
         model=model,
         args=build_training_arguments(cfg, run_dir, precision, has_val=False),  # saves on the schedule, keeps the last
         train_dataset=dataset.select(train_rows),
         processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=p.mlm_probability),
+        data_collator=DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=p.mlm_probability, pad_to_multiple_of=multiple
+        ),
         callbacks=callbacks,
         optimizers=optimizers,
     )
@@ -335,7 +338,7 @@ def _pretrain_in_run_dir(
 
     # The same masks on every run of these texts: a collator with its own seeded generator
     trainer.data_collator = DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=p.mlm_probability, seed=cfg.training.seed
+        tokenizer, mlm_probability=p.mlm_probability, seed=cfg.training.seed, pad_to_multiple_of=multiple
     )
     evaluated = trainer.evaluate(eval_dataset=dataset.select(eval_rows))
     eval_loss = float(evaluated["eval_loss"])

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from sentiment_lab.errors import ModelError
 from sentiment_lab.metrics import average_by_owner, softmax
-from sentiment_lab.precision import ResolvedPrecision
+from sentiment_lab.precision import ResolvedPrecision, pad_multiple
 from sentiment_lab.sidecar import TextSettings
 from sentiment_lab.tokenization import encode_windows
 
@@ -31,9 +31,17 @@ Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def batched_logits(
-    sequences: list[list[int]], tokenizer: Any, runner: Runner, batch_size: int, progress: bool = False
+    sequences: list[list[int]],
+    tokenizer: Any,
+    runner: Runner,
+    batch_size: int,
+    progress: bool = False,
+    multiple: int | None = None,
 ) -> np.ndarray:
-    """Run sequences through `runner` in batches of similar length (little padding); logits in input order."""
+    """Run sequences through `runner` in batches of similar length (little padding); logits in input order.
+
+    `multiple`: pad each batch's length up to a multiple of it (`precision.pad_multiple`: bounds the shapes oneDNN
+    caches a primitive for)."""
     order = np.argsort([len(ids) for ids in sequences], kind="stable")
     out: np.ndarray | None = None
     batches: Any = range(0, len(order), batch_size)
@@ -44,6 +52,7 @@ def batched_logits(
         batch = tokenizer.pad(
             {"input_ids": [sequences[i] for i in idx], "attention_mask": [[1] * len(sequences[i]) for i in idx]},
             return_tensors="np",
+            pad_to_multiple_of=multiple,
         )
         logits = runner(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
         if out is None:
@@ -149,7 +158,8 @@ def compute_logits(
     A model trained in chunk mode (`settings.long_text`) reads a long text as windows and gets their mean logits.
     """
     sequences, owners = encode_windows(tokenizer, texts, settings)
-    logits = batched_logits(sequences, tokenizer, torch_runner(model, autocast_dtype), batch_size, progress)
+    runner = torch_runner(model, autocast_dtype)
+    logits = batched_logits(sequences, tokenizer, runner, batch_size, progress, pad_multiple(settings.max_length))
     return average_by_owner(logits, owners, len(texts))  # truncate: one window per text, returned unchanged
 
 

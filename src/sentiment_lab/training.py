@@ -57,7 +57,7 @@ from sentiment_lab.modeling import (
     resolve_attention_dropout,
     resolve_model_name,
 )
-from sentiment_lab.precision import ResolvedPrecision, default_device
+from sentiment_lab.precision import ResolvedPrecision, default_device, pad_multiple
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import (
     CHECKPOINTS,
@@ -561,7 +561,9 @@ def _train_in_run_dir(
     if is_main_process():
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
-    collator = DataCollatorWithPadding(tokenizer, padding=pad_to, max_length=settings.max_length)
+    collator = DataCollatorWithPadding(
+        tokenizer, padding=pad_to, max_length=settings.max_length, pad_to_multiple_of=pad_multiple(settings.max_length)
+    )
 
     optimizers: tuple[Any, Any] = (None, None)
     if cfg.model.llrd is not None:
