@@ -32,6 +32,7 @@ def test_bench_measures_every_backend_on_the_same_reviews(exported_run: Path, im
     assert results["out"] == str(exported_run / "bench.json")
     saved = json.loads((exported_run / "bench.json").read_text())
     assert saved["n"] == 12 and saved["latency_n"] == 5 and saved["batch_size"] == 4
+    assert saved["long_text"] == "truncate"  # the mode the model resolved to, not the unset option
     for name, m in saved["backends"].items():
         lat = m["latency_ms"]
         assert m["reviews_per_s"] > 0 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"], name

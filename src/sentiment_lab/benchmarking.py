@@ -182,6 +182,7 @@ def _bench_backends(
         measured["load_s"] = load_s
         results["backends"][name] = measured
         results["max_length"] = predictor.settings.max_length
+        results["long_text"] = predictor.long_text  # what the option resolved to (None asks for the model's own)
     return results
 
 
