@@ -91,5 +91,6 @@ def test_bounding_the_onednn_cache_keeps_a_value_the_user_set(monkeypatch) -> No
 
 
 def test_batches_pad_to_a_multiple_of_16_only_where_max_length_allows_it() -> None:
-    assert precision.pad_multiple(384) == precision.pad_multiple(128) == precision.PAD_MULTIPLE == 16
-    assert precision.pad_multiple(100) is None  # 100 -> 112 would pass the positions the text was truncated for
+    assert precision.pad_multiple(384, True) == precision.pad_multiple(128, True) == precision.PAD_MULTIPLE == 16
+    assert precision.pad_multiple(100, True) is None  # 100 -> 112 would pass the positions the text was truncated for
+    assert precision.pad_multiple(384, False) is None  # fp32 does not go through oneDNN's cache: nothing to bound

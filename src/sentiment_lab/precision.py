@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # precision name -> torch dtype name
+REDUCED_PRECISIONS = ("bf16", "fp16")  # computed in 16 bits: autocast on CUDA, oneDNN on a CPU
 MIN_CUDA_BF16_CAPABILITY = (8, 0)
 # bf16 on a CPU runs its matrix products through oneDNN, which caches one primitive per input shape (up to 1,024),
 # each holding its own packed copy of the layer's weights. With dynamic padding nearly every batch is a new shape:
@@ -36,16 +37,18 @@ MIN_CUDA_BF16_CAPABILITY = (8, 0)
 ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_CAPACITY = "0"
 # Where the cache stays on (training, and scoring in a process that trained, predict, serve), the number of shapes is
-# what bounds it: every batch is padded up to a multiple of 16 tokens, so a run sees at most max_length / 16 sequence
-# lengths (24 at 384) instead of one per batch, and the cache stops growing after the first few hundred batches. 16 is
-# also a multiple of what GPU tensor cores want (8). A max_length that is not a multiple of 16 is left as it is (the
-# padded length must never pass it: the model's position embeddings end there).
+# what bounds it: in reduced precision every batch is padded up to a multiple of 16 tokens, so a run sees at most
+# max_length / 16 sequence lengths (24 at 384) instead of one per batch, and the cache stops growing. 16 is also a
+# multiple of what GPU tensor cores want (8). fp32 is left padded to the longest of the batch: its matrix products do
+# not go through oneDNN's cache, so the extra tokens would buy nothing. Nor is a max_length that is not a multiple of
+# 16 rounded up: the padded length must never pass it (the model's position embeddings may end there).
 PAD_MULTIPLE = 16
 
 
-def pad_multiple(max_length: int) -> int | None:
-    """The multiple to pad a batch's sequence length to for texts truncated at `max_length` (None: pad to longest)."""
-    return PAD_MULTIPLE if max_length % PAD_MULTIPLE == 0 else None
+def pad_multiple(max_length: int, reduced: bool) -> int | None:
+    """The multiple to pad a batch's sequence length to, for texts truncated at `max_length` and computed in reduced
+    precision (`reduced`: bf16 or fp16) or not; None: pad to the longest of the batch."""
+    return PAD_MULTIPLE if reduced and max_length % PAD_MULTIPLE == 0 else None
 
 
 def bound_onednn_cache() -> str:

@@ -18,7 +18,7 @@ from transformers import AutoConfig
 from sentiment_lab.errors import ConfigError, InputError, ModelError
 from sentiment_lab.metrics import average_by_owner
 from sentiment_lab.modeling import ID2LABEL, load_classifier, load_tokenizer
-from sentiment_lab.precision import pad_multiple
+from sentiment_lab.precision import REDUCED_PRECISIONS, pad_multiple
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.predictor_options import PredictorOptions
 from sentiment_lab.rundir import ONNX_DIR, ONNX_FILE, ONNX_INT8_FILE, is_ensemble, locate_model, verify_ensemble
@@ -239,7 +239,7 @@ class Predictor:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
-        multiple = pad_multiple(self.settings.max_length)
+        multiple = pad_multiple(self.settings.max_length, self.precision in REDUCED_PRECISIONS)
         window_logits = batched_logits(sequences, self.tokenizer, self.runner, self.batch_size, multiple=multiple)
         return average_by_owner(window_logits, owners, len(texts))  # truncate: one window per text, unchanged
 
@@ -261,7 +261,7 @@ class Predictor:
             return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
         runner = embedding_runner(self.model)
-        multiple = pad_multiple(self.settings.max_length)
+        multiple = pad_multiple(self.settings.max_length, self.precision in REDUCED_PRECISIONS)
         vectors = batched_logits(sequences, self.tokenizer, runner, self.batch_size, multiple=multiple)
         return average_by_owner(vectors, owners, len(texts))
 

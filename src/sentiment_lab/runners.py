@@ -159,7 +159,8 @@ def compute_logits(
     """
     sequences, owners = encode_windows(tokenizer, texts, settings)
     runner = torch_runner(model, autocast_dtype)
-    logits = batched_logits(sequences, tokenizer, runner, batch_size, progress, pad_multiple(settings.max_length))
+    multiple = pad_multiple(settings.max_length, reduced=autocast_dtype is not None)
+    logits = batched_logits(sequences, tokenizer, runner, batch_size, progress, multiple)
     return average_by_owner(logits, owners, len(texts))  # truncate: one window per text, returned unchanged
 
 
