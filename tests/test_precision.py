@@ -94,3 +94,15 @@ def test_batches_pad_to_a_multiple_of_16_only_where_max_length_allows_it() -> No
     assert precision.pad_multiple(384, True) == precision.pad_multiple(128, True) == precision.PAD_MULTIPLE == 16
     assert precision.pad_multiple(100, True) is None  # 100 -> 112 would pass the positions the text was truncated for
     assert precision.pad_multiple(384, False) is None  # fp32 does not go through oneDNN's cache: nothing to bound
+
+
+def test_releasing_freed_memory_calls_glibc_and_is_silent_elsewhere(monkeypatch) -> None:
+    import ctypes
+
+    assert precision.release_freed_memory() in (0, 1)  # glibc: 1 when pages went back, 0 when there were none
+
+    def no_glibc(name: str, *args: object, **kwargs: object) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    assert precision.release_freed_memory() is None  # macOS, Windows, musl: nothing to call

@@ -51,6 +51,26 @@ def pad_multiple(max_length: int, reduced: bool) -> int | None:
     return PAD_MULTIPLE if reduced and max_length % PAD_MULTIPLE == 0 else None
 
 
+def release_freed_memory() -> int | None:
+    """Give the heap pages a finished phase freed back to the operating system; 1 if glibc released some, 0 if none,
+    None where the C library is not glibc.
+
+    glibc keeps freed blocks mapped for reuse, so after training the process stays as large as the training step's
+    activations were even though the scoring that follows needs a fraction of them. `malloc_trim(0)` returns them;
+    no library wraps it (psutil reads memory, it does not release it), hence ctypes. On macOS, Windows or musl the
+    allocator returns memory on its own terms and there is nothing to call."""
+    import ctypes  # lazy: only a process that trained calls this, once
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    trim = getattr(libc, "malloc_trim", None)
+    return int(trim(0)) if trim is not None else None
+
+
 def bound_onednn_cache() -> str:
     """Turn oneDNN's primitive cache off for a scoring process (see above) unless the user set it; the value now."""
     return os.environ.setdefault(ONEDNN_CACHE_ENV, ONEDNN_CACHE_CAPACITY)

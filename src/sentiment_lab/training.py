@@ -57,7 +57,13 @@ from sentiment_lab.modeling import (
     resolve_attention_dropout,
     resolve_model_name,
 )
-from sentiment_lab.precision import REDUCED_PRECISIONS, ResolvedPrecision, default_device, pad_multiple
+from sentiment_lab.precision import (
+    REDUCED_PRECISIONS,
+    ResolvedPrecision,
+    default_device,
+    pad_multiple,
+    release_freed_memory,
+)
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import (
     CHECKPOINTS,
@@ -695,6 +701,8 @@ def _evaluate_and_save(
         metrics["labels"] = splits.label_names
     if lora is not None:
         metrics["lora"] = lora
+    trainer.optimizer = trainer.lr_scheduler = None  # their states are not needed to score
+    release_freed_memory()  # the training step's activations, held by glibc, before scoring (P1)
     for split, name in (("val", "val_predictions.parquet"), ("test", "predictions.parquet")):
         df = getattr(splits, split)
         if df.empty:  # no validation split: no val metrics, no val_predictions.parquet
