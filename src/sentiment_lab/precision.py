@@ -10,6 +10,8 @@ AMX (elsewhere it is emulated and slower than fp32) and fp16 is never used.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
@@ -59,9 +61,6 @@ def release_freed_memory() -> int | None:
     activations were even though the scoring that follows needs a fraction of them. `malloc_trim(0)` returns them;
     no library wraps it (psutil reads memory, it does not release it), hence ctypes. On macOS, Windows or musl the
     allocator returns memory on its own terms and there is nothing to call."""
-    import ctypes  # lazy: only a process that trained calls this, once
-    import gc
-
     gc.collect()
     try:
         libc = ctypes.CDLL("libc.so.6")
