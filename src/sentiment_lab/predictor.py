@@ -238,10 +238,7 @@ class Predictor:
         texts = check_texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
-        multiple = pad_multiple(self.settings.max_length, self.precision in REDUCED_PRECISIONS)
-        window_logits = batched_logits(sequences, self.tokenizer, self.runner, self.batch_size, multiple=multiple)
-        return average_by_owner(window_logits, owners, len(texts))  # truncate: one window per text, unchanged
+        return self._per_text(texts, self.runner)
 
     def embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Encoder representations (n, hidden) in input order: the mean of the last hidden states over each text's
@@ -259,11 +256,15 @@ class Predictor:
         texts = check_texts(texts)
         if not texts:
             return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
+        return self._per_text(texts, embedding_runner(self.model))
+
+    def _per_text(self, texts: list[str], runner: Runner) -> np.ndarray:
+        """`runner`'s rows for texts tokenized as in training, in batches padded for the precision (`pad_multiple`);
+        in chunk mode the mean over each text's windows."""
         sequences, owners = encode_windows(self.tokenizer, texts, self.settings, self.long_text, self.stride)
-        runner = embedding_runner(self.model)
         multiple = pad_multiple(self.settings.max_length, self.precision in REDUCED_PRECISIONS)
-        vectors = batched_logits(sequences, self.tokenizer, runner, self.batch_size, multiple=multiple)
-        return average_by_owner(vectors, owners, len(texts))
+        rows = batched_logits(sequences, self.tokenizer, runner, self.batch_size, multiple=multiple)
+        return average_by_owner(rows, owners, len(texts))  # truncate: one window per text, unchanged
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One {label, score, probs, needs_review} per text in input order, plus prob_pos for a binary model.
