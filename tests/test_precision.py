@@ -94,6 +94,8 @@ def test_batches_pad_to_a_multiple_of_16_only_where_max_length_allows_it() -> No
     assert precision.pad_multiple(384, True) == precision.pad_multiple(128, True) == precision.PAD_MULTIPLE == 16
     assert precision.pad_multiple(100, True) is None  # 100 -> 112 would pass the positions the text was truncated for
     assert precision.pad_multiple(384, False) is None  # fp32 does not go through oneDNN's cache: nothing to bound
+    reduced = {name: precision.ResolvedPrecision(name, "native", "cpu").reduced for name in ("fp32", "bf16", "fp16")}
+    assert reduced == {"fp32": False, "bf16": True, "fp16": True}
 
 
 def test_releasing_freed_memory_calls_glibc_and_is_silent_elsewhere(monkeypatch) -> None:

@@ -105,6 +105,11 @@ class ResolvedPrecision:
         """The dtype for `torch.autocast`, or None for fp32 (no autocast)."""
         return None if self.name == "fp32" else self.dtype
 
+    @property
+    def reduced(self) -> bool:
+        """True when computed in 16 bits (bf16/fp16): then batches are padded to `pad_multiple`."""
+        return self.name in REDUCED_PRECISIONS
+
 
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AVX-512-bf16 or AMX: there bf16 autocast runs about 2x fp32; elsewhere it is emulated."""

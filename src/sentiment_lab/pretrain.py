@@ -43,7 +43,7 @@ from sentiment_lab.modeling import (
     optimizer_param_groups,
     resolve_model_name,
 )
-from sentiment_lab.precision import REDUCED_PRECISIONS, default_device, pad_multiple
+from sentiment_lab.precision import default_device, pad_multiple
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import (
     CHECKPOINTS,
@@ -319,7 +319,7 @@ def _pretrain_in_run_dir(
         betas = (t.adam_beta1, t.adam_beta2)
         optimizers = (torch.optim.AdamW(groups, lr=t.learning_rate, betas=betas, eps=t.adam_epsilon), None)
     trainer_class = LengthBucketTrainer if cfg.training.group_by_length else Trainer
-    multiple = pad_multiple(cfg.tokenization.max_length, precision.name in REDUCED_PRECISIONS)  # as in `train`
+    multiple = pad_multiple(cfg.tokenization.max_length, precision.reduced)  # as in `train`
     trainer = trainer_class(
         model=model,
         args=build_training_arguments(cfg, run_dir, precision, has_val=False),  # saves on the schedule, keeps the last

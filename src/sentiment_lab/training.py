@@ -58,7 +58,6 @@ from sentiment_lab.modeling import (
     resolve_model_name,
 )
 from sentiment_lab.precision import (
-    REDUCED_PRECISIONS,
     ResolvedPrecision,
     default_device,
     pad_multiple,
@@ -567,7 +566,7 @@ def _train_in_run_dir(
     if is_main_process():
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     pad_to = "max_length" if cfg.tokenization.padding == "max_length" else "longest"
-    multiple = pad_multiple(settings.max_length, precision.name in REDUCED_PRECISIONS)  # bounds oneDNN's cache
+    multiple = pad_multiple(settings.max_length, precision.reduced)  # bounds oneDNN's cache
     collator = DataCollatorWithPadding(
         tokenizer, padding=pad_to, max_length=settings.max_length, pad_to_multiple_of=multiple
     )
