@@ -122,6 +122,24 @@ def test_unknown_model(capsys, tmp_path, tiny_raw, monkeypatch):
     assert_one_error(code, err, "cannot load model 'no-such-org/no-such-model'")
 
 
+def test_a_run_that_did_not_learn_ends_with_a_warning(capsys, tmp_path, tiny_raw):
+    tiny_raw["training"]["learning_rate"] = 1e-9  # the freshly initialised head stays at the class prior
+    code, out, err = run_cli(capsys, "train", str(write_config(tmp_path, tiny_raw)), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    warning = [line for line in out.splitlines() if line.startswith("warning: the training loss ended at")]
+    assert len(warning) == 1 and "chance level for 2 classes" in warning[0] and "training.max_steps" in warning[0]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["warnings"][0] == warning[0].removeprefix("warning: ")
+    assert "Did not learn:" in _report_of(tmp_path / "r")
+
+
+def _report_of(run_dir):
+    from sentiment_lab.report import build_report
+
+    build_report(run_dir, n_explanations=0, label_noise=False, n_boot=100)
+    return (run_dir / "report.html").read_text()
+
+
 def test_finished_run_dir_refused(capsys, tiny_run_dir, tiny_raw, tmp_path):
     before = (tiny_run_dir / "metrics.json").read_bytes()
     code, _, err = run_cli(capsys, "train", str(write_config(tmp_path, tiny_raw)), "--out", str(tiny_run_dir))

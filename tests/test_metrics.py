@@ -75,3 +75,21 @@ def test_ordinal_mae_and_within_one():
 def test_a_class_never_seen_still_has_its_row():
     m = classification_metrics([0, 0, 1], [0, 1, 1], ["a", "b", "c"])
     assert m["confusion_matrix"][2] == [0, 0, 0] and m["per_class"]["c"]["support"] == 0
+
+
+def test_a_model_at_chance_level_is_named_by_its_loss_or_its_one_class_predictions() -> None:
+    from sentiment_lab.metrics import not_learned_warnings
+
+    names = ["negative", "positive"]
+    mixed = [0, 1] * 50
+    stuck = not_learned_warnings(0.6864, mixed, [0] * 100, names, "validation")  # the collapsed A1 rounds
+    assert len(stuck) == 2
+    assert "loss ended at 0.686" in stuck[0] and "ln 2 = 0.693" in stuck[0] and "training.max_steps" in stuck[0]
+    assert "'negative' for 100% of the validation texts (50% of them" in stuck[1]
+    assert not_learned_warnings(0.31, mixed, [0, 1] * 50, names, "test") == []  # trained
+    assert not_learned_warnings(None, mixed, [0] * 98 + [1] * 2, names, "test") == []  # 98% is below the 99% bar
+    assert len(not_learned_warnings(None, mixed, [0] * 99 + [1], names, "test")) == 1  # no logged loss: preds alone
+    assert not_learned_warnings(0.4, [0] * 95 + [1] * 5, [0] * 100, names, "test") == []  # the data is one class
+    five = [f"{i} stars" for i in range(1, 6)]
+    assert not_learned_warnings(1.15, list(range(5)) * 20, list(range(5)) * 20, five, "test") == []  # SST-5-like
+    assert "ln 5 = 1.609" in not_learned_warnings(1.5, list(range(5)) * 20, list(range(5)) * 20, five, "test")[0]

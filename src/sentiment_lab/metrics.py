@@ -98,3 +98,43 @@ def average_by_owner(logits: np.ndarray, owners: np.ndarray, n: int) -> np.ndarr
     sums = np.zeros((n, logits.shape[-1]), dtype=np.float64)
     np.add.at(sums, owners, logits)
     return (sums / np.bincount(owners, minlength=n)[:, None]).astype(np.float32)
+
+
+# A training loss this close to ln(K) means the classifier still outputs the class prior. Trained sentiment models end
+# far lower (binary IMDb ~0.2-0.4 = 0.3-0.6 ln 2; SST-5 ~1.0-1.2 = 0.6-0.75 ln 5), so 0.9 does not flag hard tasks.
+CHANCE_LOSS_SHARE = 0.9
+ONE_CLASS_SHARE = 0.99  # predictions: this share or more in one class ...
+ONE_CLASS_LABEL_SHARE = 0.9  # ... while that class is below this share of the true labels
+
+
+def not_learned_warnings(
+    final_train_loss: float | None, labels: Any, preds: Any, label_names: list[str] | tuple[str, ...], split: str
+) -> list[str]:
+    """Warnings for a model that did not leave chance level: a final training loss near ln(K), or one class
+    predicted for (nearly) every text of `split` whose true labels are mixed. Fine-tuning a pretrained encoder on a
+    small or hard training set can sit at the prior for the first hundred or so steps and then learn (Mosbach et
+    al. 2021, "On the stability of fine-tuning BERT"; docs/active_learning.md measured it): the fix is more steps."""
+    k = len(label_names)
+    fix = "train more optimizer steps (training.epochs or training.max_steps)"
+    found = []
+    chance = float(np.log(k))
+    if (
+        final_train_loss is not None
+        and np.isfinite(final_train_loss)
+        and final_train_loss >= CHANCE_LOSS_SHARE * chance
+    ):
+        found.append(
+            f"the training loss ended at {final_train_loss:.3f}, chance level for {k} classes is ln {k} = "
+            f"{chance:.3f}: the model did not learn; {fix}"
+        )
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(preds, dtype=int)
+    if len(p):
+        top = int(np.bincount(p, minlength=k).argmax())
+        predicted = float(np.mean(p == top))
+        if predicted >= ONE_CLASS_SHARE and float(np.mean(y == top)) < ONE_CLASS_LABEL_SHARE:
+            found.append(
+                f"the model predicts {label_names[top]!r} for {predicted:.0%} of the {split} texts "
+                f"({np.mean(y == top):.0%} of them are {label_names[top]!r}): it did not learn; {fix}"
+            )
+    return found

@@ -210,6 +210,7 @@ def training_section(run: RunFolder, fig_dir: Path) -> dict[str, Any]:
         "best_step": best,
         "global_step": run.metrics.get("global_step"),
         "overfitting": overfitting_points(history),
+        "not_learned": run.metrics.get("warnings", []),  # training's chance-level check (metrics.not_learned_warnings)
     }
     evals = history.dropna(subset=["val_loss"]) if "val_loss" in history else history.iloc[0:0]
     out["evaluations"] = json_safe(evals.to_dict("records"))

@@ -46,7 +46,7 @@ from sentiment_lab.data import DataSplits, prepare_data
 from sentiment_lab.errors import ConfigError
 from sentiment_lab.io import write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
 from sentiment_lab.lora import ADAPTER_DIR, apply_lora, merge_for_save, parameter_counts, save_adapter, target_modules
-from sentiment_lab.metrics import classification_metrics, softmax, trainer_compute_metrics
+from sentiment_lab.metrics import classification_metrics, not_learned_warnings, softmax, trainer_compute_metrics
 from sentiment_lab.model_card import write_model_card
 from sentiment_lab.modeling import (
     architecture_names,
@@ -626,7 +626,7 @@ def _train_in_run_dir(
     best_step = trainer.state.best_global_step or trainer.state.global_step
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
-        metrics = _evaluate_and_save(cfg, run_dir, trainer, splits, tokenizer, settings, precision)
+        metrics = _evaluate_and_save(cfg, run_dir, trainer, splits, tokenizer, settings, precision, history)
         metrics.update(
             {
                 # every session of a resumed run (the Trainer's train_runtime is the last session's only)
@@ -658,8 +658,10 @@ def _evaluate_and_save(
     tokenizer: Any,
     settings: TextSettings,
     precision: ResolvedPrecision,
+    history: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Save the best model, predict validation and test, compute metrics (and baselines).
+    """Save the best model, predict validation and test, compute metrics (and baselines), and warn (in the log and
+    `metrics["warnings"]`) when the model did not leave chance level.
 
     A LoRA model is saved twice: its adapter alone in model/adapter/ (peft's format, the head included), then merged
     into a plain transformers model in model/, which is also the model evaluated here, so the test metrics are
@@ -712,6 +714,12 @@ def _evaluate_and_save(
         metrics[split]["loss"] = _nll(logits, df["label"].to_numpy())
         if split == "test":
             metrics["eval_samples_per_s"] = len(df) / elapsed if elapsed > 0 else math.nan
+        if "warnings" not in metrics:  # judged on validation, or on test when there is no validation split
+            losses = history["train_loss"].dropna() if "train_loss" in history else pd.Series(dtype=float)
+            final_loss = float(losses.iloc[-1]) if len(losses) else None
+            metrics["warnings"] = not_learned_warnings(final_loss, preds["label"], preds["pred"], labels, split)
+            for warning in metrics["warnings"]:
+                log.warning("%s", warning)
     if cfg.evaluation.baselines:
         baselines = fit_baselines(splits, ordinal=cfg.data.ordinal)
         metrics["baselines"] = {name: res["metrics"] for name, res in baselines.items()}

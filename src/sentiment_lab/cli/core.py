@@ -29,6 +29,8 @@ def _train(args: argparse.Namespace) -> int:
         f"({metrics['train_samples_per_s']:.1f} samples/s); best step {metrics['best_step']}"
     )
     print(f"results: {out}/ (metrics.json, predictions.parquet, history.csv, model/)")
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}")
     return 0
 
 
