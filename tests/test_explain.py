@@ -155,3 +155,31 @@ def test_explain_command_takes_a_target_class(
     assert main(["explain", str(explain_model_dir), "a wonderful film", "--out", str(out), "--target", "3"]) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "class 3 is not one of this model's 2 classes" in err
+
+
+def test_a_chunk_mode_model_is_explained_on_every_window_of_the_whole_text(explain_model_dir, tmp_path) -> None:
+    """The attributions are those of the prediction the Predictor makes (the windows' logits averaged), laid on the
+    whole text: every token shown once, the shared ones carrying both windows' parts, still summing to the change."""
+    import shutil
+
+    from sentiment_lab.predictor import Predictor
+    from sentiment_lab.sidecar import read_sidecar, write_sidecar
+
+    folder = tmp_path / "chunk-model"
+    shutil.copytree(explain_model_dir, folder)
+    sidecar = read_sidecar(folder)
+    text_settings = sidecar.text.model_copy(update={"max_length": 12, "long_text": "chunk"})  # 10 text tokens a window
+    write_sidecar(folder, sidecar.model_copy(update={"text": text_settings}))
+    model, tokenizer, chunk = ex.load_for_explanation(folder)
+    text = " ".join((WORDS.split() * 2)[:24])  # 24 words of one WordPiece each
+    shown, windows, positions = ex.explanation_inputs(tokenizer, [text], chunk)[0]
+    assert len(windows) == 3 and all(len(w) == 12 for w in windows)  # overlap 2: starts 0, 7, 14
+    assert [tokenizer.convert_ids_to_tokens(shown)[p] for p in positions[1][1:11]] == text.split()[7:17]
+    e = ex.explain_texts(model, tokenizer, chunk, [text], n_steps=64)[0]
+    assert e.tokens == ["[CLS]", *text.split(), "[SEP]"] and e.meta == {"windows": 3}
+    assert e.attributions.shape == (26,) and e.cls_attention.shape == (model.config.num_hidden_layers, 26)
+    assert np.allclose(e.cls_attention.sum(axis=1), 1.0, atol=1e-4)  # each window weighs 1/3 of a softmax row
+    assert e.delta < 1e-2 * max(1.0, float(np.abs(e.attributions).sum()))  # completeness over all windows
+    assert np.allclose(e.probs, Predictor.load(folder, precision="fp32").probabilities([text])[0], atol=1e-5)
+    truncated = ex.explain_texts(model, tokenizer, chunk.model_copy(update={"long_text": "truncate"}), [text], 2)[0]
+    assert len(truncated.tokens) == 12 and "windows" not in truncated.meta

@@ -93,13 +93,18 @@ def chunk_windows(ids: list[int], budget: int, overlap: int, max_windows: int | 
     as a full one in the average). max_windows: at most that many of them, evenly spaced from the first to the
     last (training's cap on the cost of a very long text; the middle is then only partly covered).
     """
-    if len(ids) <= budget:
-        return [ids]
-    count = math.ceil((len(ids) - overlap) / (budget - overlap))
-    starts = np.linspace(0, len(ids) - budget, count).round().astype(int)
+    return [ids[s : s + budget] for s in window_starts(len(ids), budget, overlap, max_windows)]
+
+
+def window_starts(n: int, budget: int, overlap: int, max_windows: int | None = None) -> list[int]:
+    """Where `chunk_windows`' windows of `n` ids start (one window at 0 when the ids fit the budget)."""
+    if n <= budget:
+        return [0]
+    count = math.ceil((n - overlap) / (budget - overlap))
+    starts = np.linspace(0, n - budget, count).round().astype(int)
     if max_windows is not None and count > max_windows:
         starts = starts[np.linspace(0, count - 1, max_windows).round().astype(int)]
-    return [ids[s : s + budget] for s in starts]
+    return [int(s) for s in starts]
 
 
 def encode_windows(

@@ -28,7 +28,15 @@ from sentiment_lab.modeling import load_classifier, load_tokenizer
 from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
 from sentiment_lab.rundir import locate_model
 from sentiment_lab.sidecar import TextSettings, read_sidecar
-from sentiment_lab.tokenization import encode_texts
+from sentiment_lab.tokenization import (
+    bare_token_ids,
+    default_stride,
+    encode_texts,
+    preprocess_texts,
+    special_token_frame,
+    token_budget,
+    window_starts,
+)
 
 DEFAULT_IG_STEPS = 20
 COMPLETENESS_TOLERANCE = 0.05  # refine IG until attributions explain 95% of the log-odds change
@@ -129,9 +137,10 @@ def resolve_target(target: str | int | None, label_names: list[str]) -> int | No
 
 
 def forward_with_attention(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: int = 1
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """(logits of every row, [CLS] attention per layer and token of row 0, mean over heads).
+    """(logits of every row, [CLS] attention per layer and token of the first `rows` rows, mean over heads: an array
+    (layers, tokens), or (rows, layers, tokens) when rows > 1).
 
     The rows enter through the word embeddings, as integrated gradients' path does, so the logits are those of
     the function being integrated: from ids, RoBERTa numbers positions skipping its padding token, so a
@@ -148,8 +157,45 @@ def forward_with_attention(
             res = model(inputs_embeds=embeds, attention_mask=attention_mask, output_attentions=True)
     finally:
         model.set_attn_implementation(previous)
-    att = torch.stack([a[0, :, 0, :].float().mean(0) for a in res.attentions]).cpu().numpy()
-    return res.logits.float(), att
+    att = torch.stack([a[:rows, :, 0, :].float().mean(1) for a in res.attentions], dim=1).cpu().numpy()
+    return res.logits.float(), att[0] if rows == 1 else att
+
+
+def explanation_inputs(
+    tokenizer: Any, texts: list[str], settings: TextSettings
+) -> list[tuple[list[int], list[list[int]], np.ndarray]]:
+    """Per text: the ids shown, the model's input rows, and for each row the shown position of each of its ids.
+
+    truncate: one row, cut exactly as in training, shown as it is. chunk: every window the Predictor scores (its
+    default stride; their logits are averaged into the prediction), shown as the whole text, each window's [CLS]
+    and [SEP] on the text's own; a token two windows share gets both windows' attributions.
+    """
+    if settings.long_text == "truncate":
+        return [
+            (ids, [ids], np.arange(len(ids))[None, :]) for ids in encode_texts(tokenizer, texts, settings)["input_ids"]
+        ]
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = token_budget(tokenizer, settings.max_length)
+    overlap = default_stride(settings, tokenizer)
+    out = []
+    for bare in bare_token_ids(tokenizer, preprocess_texts(texts, settings)):
+        end = len(prefix) + len(bare)
+        rows, positions = [], []
+        for start in window_starts(len(bare), budget, overlap):
+            window = bare[start : start + budget]
+            rows.append(prefix + window + suffix)
+            at = len(prefix) + start
+            positions.append([*range(len(prefix)), *range(at, at + len(window)), *range(end, end + len(suffix))])
+        out.append((prefix + bare + suffix, rows, np.asarray(positions)))
+    return out
+
+
+def onto_text(values: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """Windows' per-token values (windows, ..., tokens) summed onto the n shown positions."""
+    out = np.zeros((*values.shape[1:-1], n))
+    for row, where in zip(values, positions, strict=True):
+        np.add.at(out, (..., where), row)
+    return out
 
 
 def explain_texts(
@@ -161,7 +207,8 @@ def explain_texts(
     labels: list[int | None] | None = None,
     target: str | int | None = None,
 ) -> list[Explanation]:
-    """Integrated gradients and [CLS] attention for each text, truncated exactly as in training.
+    """Integrated gradients and [CLS] attention for each text, as the model reads it: truncated exactly as in
+    training, or for a chunk-mode model every window (the attributions of the averaged prediction, on the whole text).
 
     target: the class whose evidence is attributed (name or id, same for every text); None: each text's predicted
     class. A class the model does not have raises InputError naming its classes.
@@ -175,7 +222,7 @@ def explain_texts(
         raise InputError(f"integrated gradients needs at least 2 steps, got {n_steps}")
     model.eval()
     device = next(model.parameters()).device
-    enc = encode_texts(tokenizer, texts, settings)
+    inputs = explanation_inputs(tokenizer, texts, settings)
     special = set(tokenizer.all_special_ids)
     num_labels = int(model.config.num_labels)
     if num_labels < 2:
@@ -192,10 +239,12 @@ def explain_texts(
         return logits[:, cls] - torch.logsumexp(others, dim=1)
 
     def log_odds(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, cls: int) -> torch.Tensor:
-        # the model adds position (and type) embeddings itself, identical for input and baseline
-        mask = attention_mask.expand(inputs_embeds.shape[0], -1)
-        logits = model(inputs_embeds=inputs_embeds, attention_mask=mask).logits
-        return class_log_odds(logits, cls)
+        # (points, windows, tokens, dim): each point's windows are scored and their logits averaged, as the
+        # Predictor does; the model adds position (and type) embeddings itself, identical for input and baseline
+        points, windows = inputs_embeds.shape[:2]
+        flat = inputs_embeds.reshape(points * windows, *inputs_embeds.shape[2:])
+        logits = model(inputs_embeds=flat, attention_mask=attention_mask[:1].expand(len(flat), -1)).logits  # no padding
+        return class_log_odds(logits.view(points, windows, -1).mean(1), cls)
 
     ig = IntegratedGradients(log_odds)
     fillers = [
@@ -208,18 +257,20 @@ def explain_texts(
         if tid is not None
     ]
     out = []
-    for i, ids in enumerate(enc["input_ids"]):
-        rows = [ids] + [[t if t in special else tid for t in ids] for _, tid in fillers]
+    for i, (shown, windows, positions) in enumerate(inputs):
+        rows = [*windows, *([t if t in special else tid for t in w] for _, tid in fillers for w in windows)]
         batch = torch.tensor(rows, device=device)
+        n_windows = len(windows)
         mask = torch.ones_like(batch[:1])
         # one pass: the prediction, every candidate baseline's logits, and the input's attention
-        logits, cls_att = forward_with_attention(model, batch, mask.expand(len(rows), -1))
+        row_logits, window_att = forward_with_attention(model, batch, mask.expand(len(rows), -1), n_windows)
+        logits = row_logits.view(1 + len(fillers), n_windows, -1).mean(1)  # input, then each candidate baseline
         pred = int(logits[0].argmax())
         cls = pred if target_id is None else target_id
         odds = class_log_odds(logits, cls)
         k = 1 + int((odds[1:] - neutral).abs().argmin())  # the most neutral baseline
         with torch.no_grad():
-            embeds = word_embeddings(batch[[0, k]])
+            embeds = word_embeddings(batch.view(1 + len(fillers), n_windows, -1)[[0, k]])
         target = float(odds[0] - odds[k])
         # A sharply curved path needs more steps: double them (at most twice) until the attributions account for
         # all but 5% of the log-odds change.
@@ -230,9 +281,10 @@ def explain_texts(
                 baselines=embeds[1:],
                 additional_forward_args=(mask, cls),
                 n_steps=steps,
-                internal_batch_size=min(steps, MAX_IG_BATCH),
+                internal_batch_size=max(1, min(steps, MAX_IG_BATCH // n_windows)),
             )
-            scores = attr.sum(dim=-1)[0].detach().float().cpu().numpy()
+            window_scores = attr.sum(dim=-1)[0].detach().float().cpu().numpy()
+            scores = onto_text(window_scores, positions, len(shown))  # summed: the total stays the change
             delta = abs(float(scores.sum()) - target)
             if delta <= max(COMPLETENESS_TOLERANCE * abs(target), 1e-3) or attempt == 2:
                 break
@@ -242,9 +294,11 @@ def explain_texts(
         out.append(
             Explanation(
                 text=texts[i],
-                tokens=tokenizer.convert_ids_to_tokens(ids),
+                tokens=tokenizer.convert_ids_to_tokens(shown),
                 attributions=scores,
-                cls_attention=cls_att,
+                # each window's [CLS] attention weighs 1/windows, as its logits do in the prediction: rows sum to 1
+                cls_attention=onto_text(window_att.reshape(n_windows, -1, window_att.shape[-1]), positions, len(shown))
+                / n_windows,
                 pred=pred,
                 prob_pos=float(probs[0, 1]) if binary else None,
                 label_names=label_names,
@@ -255,6 +309,7 @@ def explain_texts(
                 baseline_prob_pos=float(probs[k, 1]) if binary else None,
                 target=target_id,
                 probs=probs[0].cpu().numpy(),
+                meta={"windows": n_windows} if settings.long_text == "chunk" else {},
             )
         )
     return out
