@@ -256,9 +256,10 @@ def test_fp16_on_a_cpu_falls_back_to_fp32_and_says_so(tmp_path, tiny_model_dir, 
     with caplog.at_level(logging.WARNING, logger="sentiment_lab"):
         metrics = train(build_config(raw), run, splits=tiny_splits)
     note = "fp16 needs a CUDA GPU; training in fp32 on cpu instead of fp16"
-    assert [r.getMessage() for r in caplog.records if r.name == "sentiment_lab" and r.levelno == logging.WARNING] == [
-        note
-    ]  # the console (the CLI prints sentiment_lab warnings on stderr)
+    warned = [r.getMessage() for r in caplog.records if r.name == "sentiment_lab" and r.levelno == logging.WARNING]
+    # the console (the CLI prints sentiment_lab warnings on stderr); 64 reviews for 4 steps also leave the tiny model
+    # at chance, which is warned about too
+    assert [m for m in warned if "did not learn" not in m] == [note]
     assert f"WARNING sentiment_lab: {note}" in (run / "train.log").read_text()
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["training"]["precision"] == "fp16"  # what was asked ...

@@ -626,7 +626,10 @@ def _train_in_run_dir(
     best_step = trainer.state.best_global_step or trainer.state.global_step
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
-        metrics = _evaluate_and_save(cfg, run_dir, trainer, splits, tokenizer, settings, precision, history)
+        losses = history["train_loss"].dropna() if "train_loss" in history else pd.Series(dtype=float)
+        # a student's loss mixes in T^2 * KL to its teacher: not on the ln K scale of cross-entropy
+        final_loss = float(losses.iloc[-1]) if len(losses) and student is None else None
+        metrics = _evaluate_and_save(cfg, run_dir, trainer, splits, tokenizer, settings, precision, final_loss)
         metrics.update(
             {
                 # every session of a resumed run (the Trainer's train_runtime is the last session's only)
@@ -658,7 +661,7 @@ def _evaluate_and_save(
     tokenizer: Any,
     settings: TextSettings,
     precision: ResolvedPrecision,
-    history: pd.DataFrame,
+    final_train_loss: float | None,
 ) -> dict[str, Any]:
     """Save the best model, predict validation and test, compute metrics (and baselines), and warn (in the log and
     `metrics["warnings"]`) when the model did not leave chance level.
@@ -715,9 +718,7 @@ def _evaluate_and_save(
         if split == "test":
             metrics["eval_samples_per_s"] = len(df) / elapsed if elapsed > 0 else math.nan
         if "warnings" not in metrics:  # judged on validation, or on test when there is no validation split
-            losses = history["train_loss"].dropna() if "train_loss" in history else pd.Series(dtype=float)
-            final_loss = float(losses.iloc[-1]) if len(losses) else None
-            metrics["warnings"] = not_learned_warnings(final_loss, preds["label"], preds["pred"], labels, split)
+            metrics["warnings"] = not_learned_warnings(final_train_loss, preds["label"], preds["pred"], labels, split)
             for warning in metrics["warnings"]:
                 log.warning("%s", warning)
     if cfg.evaluation.baselines:
