@@ -255,7 +255,14 @@ def _frame_of(run, cached):
     return pd.DataFrame({"id": cached["id"], "text": [texts[i] for i in cached["id"]]})
 
 
-def test_resume_reuses_a_fresh_cache(student_run, tiny_run_dir, tiny_splits, tmp_path, imdb_dir):
+def test_resume_reuses_a_fresh_cache(student_run, tiny_run_dir, tiny_splits, tmp_path, imdb_dir, monkeypatch):
+    import sentiment_lab.training
+
+    judged = []  # the chance-level check sees no loss for a student: T^2 KL is not on the ln K scale of CE
+    real = sentiment_lab.training.not_learned_warnings
+    monkeypatch.setattr(
+        sentiment_lab.training, "not_learned_warnings", lambda loss, *a: judged.append(loss) or real(loss, *a)
+    )
     run, _ = student_run
     copy = tmp_path / "student"
     shutil.copytree(run, copy)
@@ -266,6 +273,7 @@ def test_resume_reuses_a_fresh_cache(student_run, tiny_run_dir, tiny_splits, tmp
     )
     metrics = distill(tiny_run_dir, cfg, copy, splits=tiny_splits)
     assert metrics["distill"]["teacher_logits"]["reused"] is True
+    assert judged == [None]  # judged once (on the validation split), with no loss
 
 
 def test_an_ensemble_teaches_too(tmp_path, tiny_run_dir, tiny_model_dir, imdb_dir, tiny_splits, monkeypatch):

@@ -386,3 +386,4 @@ def test_benchmark_step_floor_raises_the_epochs_of_small_rounds(benchmark) -> No
     assert benchmark.epochs_for(800, 16, 2.0, 100) == 2  # 50 steps per epoch: 2 epochs are the 100 steps
     assert benchmark.epochs_for(1600, 16, 2.0, 100) == 2.0
     assert benchmark.epochs_for(100, 16, 2.0, 0) == 2.0  # floor off: the recipe as it is
+    assert benchmark.epochs_for(800, 16, 2.0, 300) == 6 and benchmark.epochs_for(1600, 16, 2.0, 300) == 3  # default
