@@ -718,7 +718,8 @@ def _evaluate_and_save(
         if split == "test":
             metrics["eval_samples_per_s"] = len(df) / elapsed if elapsed > 0 else math.nan
         if "warnings" not in metrics:  # judged on validation, or on test when there is no validation split
-            metrics["warnings"] = not_learned_warnings(final_train_loss, preds["label"], preds["pred"], labels, split)
+            shown = "validation" if split == "val" else split
+            metrics["warnings"] = not_learned_warnings(final_train_loss, preds["label"], preds["pred"], labels, shown)
             for warning in metrics["warnings"]:
                 log.warning("%s", warning)
     if cfg.evaluation.baselines:
