@@ -237,6 +237,11 @@ def test_lora_run_saves_a_plain_model_and_the_adapter(lora_run, arch_model_dir):
     card = (model_dir / "README.md").read_text()
     assert f"r 4, alpha 8.0, dropout 0.0 on {', '.join(AUTO_TARGETS[arch])}, head trained in full" in card
 
+    from sentiment_lab.push import plan_push
+
+    pushed = {f.path_in_repo for f in plan_push(run, "alice/lora-tiny").files}  # the adapter goes to the Hub too
+    assert {"model.safetensors", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= pushed
+
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"]["lora"]["target_modules"] == "auto"
     assert resolved["resolved"]["lora_target_modules"] == AUTO_TARGETS[arch]

@@ -4,7 +4,7 @@ The head is listed in peft's `modules_to_save`, so it trains and is saved with t
 classifier's new head stays at its random initialisation (frozen with everything else) and a base model reloaded
 with the adapter alone gets another random head and predicts at random (the known peft pitfall). For saving, the
 adapter is merged into the weights (`merge_for_save`), so `model/` is a plain transformers folder that loads
-without peft; the adapter alone is kept beside it (`ADAPTER_DIR`).
+without peft; the adapter alone is kept beside it (`rundir.ADAPTER_DIR`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from torch import nn
 from sentiment_lab.config import LoraConfig
 from sentiment_lab.errors import ConfigError
 
-ADAPTER_DIR = "adapter"  # under model/: adapter_config.json and adapter_model.safetensors (with the head)
 PEFT_MISSING = "model.lora needs peft: pip install 'sentiment-lab[lora]'"
 
 

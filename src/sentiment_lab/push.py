@@ -23,7 +23,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from sentiment_lab.errors import ConfigError, ModelError, RunDirError, SentimentLabError
 from sentiment_lab.model_card import build_model_card
-from sentiment_lab.rundir import FINISHED_MARKER, ONNX_DIR, locate_model, read_run_config
+from sentiment_lab.rundir import ADAPTER_DIR, FINISHED_MARKER, ONNX_DIR, locate_model, read_run_config
 
 CARD_FILE = "README.md"
 REPORT_FILE = "report.html"
@@ -134,6 +134,17 @@ def _card_file(model_dir: Path, run_dir: Path | None) -> UploadFile:
     return UploadFile(CARD_FILE, len(content), None, content)
 
 
+def _subfolder_files(model_dir: Path, name: str) -> list[UploadFile]:
+    """The files of model_dir/name (none when it is missing), as name/FILE in the repository; never a pickle."""
+    folder = model_dir / name
+    found = sorted(folder.iterdir()) if folder.is_dir() else []
+    return [
+        UploadFile(f"{name}/{p.name}", p.stat().st_size, p)
+        for p in found
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(PICKLE_SUFFIXES)
+    ]
+
+
 def plan_push(
     run_or_model_dir: str | Path, repo_id: str, include_report: bool = False, include_onnx: bool = False
 ) -> PushPlan:
@@ -143,18 +154,16 @@ def plan_push(
     files = [f for f in _model_files(model_dir) if f.path_in_repo != CARD_FILE]
     card = _card_file(model_dir, run_dir)
     files.insert(0, card)
+    # a LoRA run's adapter alone (peft's format, the head included; about 1% of the model): PeftModel.from_pretrained(
+    # base, repo_id, subfolder="adapter") loads it
+    files += _subfolder_files(model_dir, ADAPTER_DIR)
     if include_onnx:
-        onnx_dir = model_dir / ONNX_DIR
-        exported = (
-            sorted(p for p in onnx_dir.glob("*") if p.is_file() and not p.name.startswith("."))
-            if onnx_dir.is_dir()
-            else []
-        )
+        exported = _subfolder_files(model_dir, ONNX_DIR)
         if not exported:
             raise ModelError(
-                f"no ONNX export in {onnx_dir}; run `sentiment-lab export {run_or_model_dir} --onnx` first"
+                f"no ONNX export in {model_dir / ONNX_DIR}; run `sentiment-lab export {run_or_model_dir} --onnx` first"
             )
-        files += [UploadFile(f"{ONNX_DIR}/{p.name}", p.stat().st_size, p) for p in exported]
+        files += exported
     if include_report:
         report = run_dir / REPORT_FILE if run_dir else None
         if report is None or not report.is_file():

@@ -33,6 +33,7 @@ from sentiment_lab.precision import ONEDNN_CACHE_ENV
 FINISHED_MARKER = "metrics.json"
 MODEL_DIR = "model"  # the run's Hugging Face model folder
 ONNX_DIR = "onnx"  # inside a model folder: what `sentiment-lab export` writes
+ADAPTER_DIR = "adapter"  # inside a LoRA run's model folder: adapter_config.json, adapter_model.safetensors (+ head)
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 LOCK_FILE = ".lock"

@@ -45,7 +45,7 @@ from sentiment_lab.config import ExperimentConfig, config_to_dict
 from sentiment_lab.data import DataSplits, prepare_data
 from sentiment_lab.errors import ConfigError
 from sentiment_lab.io import write_csv_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
-from sentiment_lab.lora import ADAPTER_DIR, apply_lora, merge_for_save, parameter_counts, save_adapter, target_modules
+from sentiment_lab.lora import apply_lora, merge_for_save, parameter_counts, save_adapter, target_modules
 from sentiment_lab.metrics import classification_metrics, not_learned_warnings, softmax, trainer_compute_metrics
 from sentiment_lab.model_card import write_model_card
 from sentiment_lab.modeling import (
@@ -65,6 +65,7 @@ from sentiment_lab.precision import (
 )
 from sentiment_lab.precision import resolve as resolve_precision
 from sentiment_lab.rundir import (
+    ADAPTER_DIR,
     CHECKPOINTS,
     MODEL_DIR,
     check_run_dir,
