@@ -98,15 +98,13 @@ def check_card(text: str, source: str = CARD_FILE) -> ModelCard:
     return card
 
 
+def _pushable(p: Path) -> bool:
+    """A file of a model folder that may go to the Hub: not hidden, never a pickle."""
+    return p.is_file() and not p.name.startswith(".") and not p.name.endswith(PICKLE_SUFFIXES)
+
+
 def _model_files(model_dir: Path) -> list[UploadFile]:
-    files = [
-        p
-        for p in sorted(model_dir.iterdir())
-        if p.is_file()
-        and not p.name.startswith(".")
-        and not p.name.endswith(SKIPPED_SUFFIXES)
-        and not p.name.endswith(PICKLE_SUFFIXES)
-    ]
+    files = [p for p in sorted(model_dir.iterdir()) if _pushable(p) and not p.name.endswith(SKIPPED_SUFFIXES)]
     names = {p.name for p in files}
     if "config.json" not in names or not any(n.endswith(".safetensors") for n in names):
         raise ModelError(
@@ -138,11 +136,7 @@ def _subfolder_files(model_dir: Path, name: str) -> list[UploadFile]:
     """The files of model_dir/name (none when it is missing), as name/FILE in the repository; never a pickle."""
     folder = model_dir / name
     found = sorted(folder.iterdir()) if folder.is_dir() else []
-    return [
-        UploadFile(f"{name}/{p.name}", p.stat().st_size, p)
-        for p in found
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(PICKLE_SUFFIXES)
-    ]
+    return [UploadFile(f"{name}/{p.name}", p.stat().st_size, p) for p in found if _pushable(p)]
 
 
 def plan_push(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -123,17 +123,34 @@ def encode_windows(
     """
     if (long_text or settings.long_text) == "truncate":
         return encode_texts(tokenizer, texts, settings)["input_ids"], np.arange(len(texts))
-    texts = preprocess_texts(texts, settings)
-    prefix, suffix = special_token_frame(tokenizer)
-    budget = token_budget(tokenizer, settings.max_length)
-    overlap = default_stride(settings, tokenizer) if stride is None else stride
+    cut = chunking(tokenizer, texts, settings, stride)
     sequences: list[list[int]] = []
     owners: list[int] = []
-    for i, ids in enumerate(bare_token_ids(tokenizer, texts)):
-        for window in chunk_windows(ids, budget, overlap, max_windows):
-            sequences.append(prefix + window + suffix)
+    for i, ids in enumerate(cut.ids):
+        for window in chunk_windows(ids, cut.budget, cut.overlap, max_windows):
+            sequences.append(cut.prefix + window + cut.suffix)
             owners.append(i)
     return sequences, np.asarray(owners, dtype=np.int64)
+
+
+class Chunking(NamedTuple):
+    """How chunk mode cuts texts: each text's ids (preprocessed, no special tokens), the special tokens framing every
+    window, the text ids a window holds, and the ids neighbouring windows share."""
+
+    ids: list[list[int]]
+    prefix: list[int]
+    suffix: list[int]
+    budget: int
+    overlap: int
+
+
+def chunking(tokenizer: Any, texts: list[str], settings: TextSettings, stride: int | None = None) -> Chunking:
+    """The cut `encode_windows` makes in chunk mode (stride None: `default_stride`), for callers that need the
+    windows' places in the text too (explanations)."""
+    prefix, suffix = special_token_frame(tokenizer)
+    overlap = default_stride(settings, tokenizer) if stride is None else stride
+    ids = bare_token_ids(tokenizer, preprocess_texts(texts, settings))
+    return Chunking(ids, prefix, suffix, token_budget(tokenizer, settings.max_length), overlap)
 
 
 def default_stride(settings: TextSettings, tokenizer: Any) -> int:

@@ -28,15 +28,7 @@ from sentiment_lab.modeling import load_classifier, load_tokenizer
 from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
 from sentiment_lab.rundir import locate_model
 from sentiment_lab.sidecar import TextSettings, read_sidecar
-from sentiment_lab.tokenization import (
-    bare_token_ids,
-    default_stride,
-    encode_texts,
-    preprocess_texts,
-    special_token_frame,
-    token_budget,
-    window_starts,
-)
+from sentiment_lab.tokenization import chunking, encode_texts, window_starts
 
 DEFAULT_IG_STEPS = 20
 COMPLETENESS_TOLERANCE = 0.05  # refine IG until attributions explain 95% of the log-odds change
@@ -137,10 +129,9 @@ def resolve_target(target: str | int | None, label_names: list[str]) -> int | No
 
 
 def forward_with_attention(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: int = 1
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: int
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """(logits of every row, [CLS] attention per layer and token of the first `rows` rows, mean over heads: an array
-    (layers, tokens), or (rows, layers, tokens) when rows > 1).
+    """(logits of every row, [CLS] attention (rows, layers, tokens) of the first `rows` rows, mean over heads).
 
     The rows enter through the word embeddings, as integrated gradients' path does, so the logits are those of
     the function being integrated: from ids, RoBERTa numbers positions skipping its padding token, so a
@@ -158,7 +149,7 @@ def forward_with_attention(
     finally:
         model.set_attn_implementation(previous)
     att = torch.stack([a[:rows, :, 0, :].float().mean(1) for a in res.attentions], dim=1).cpu().numpy()
-    return res.logits.float(), att[0] if rows == 1 else att
+    return res.logits.float(), att
 
 
 def explanation_inputs(
@@ -174,15 +165,14 @@ def explanation_inputs(
         return [
             (ids, [ids], np.arange(len(ids))[None, :]) for ids in encode_texts(tokenizer, texts, settings)["input_ids"]
         ]
-    prefix, suffix = special_token_frame(tokenizer)
-    budget = token_budget(tokenizer, settings.max_length)
-    overlap = default_stride(settings, tokenizer)
+    cut = chunking(tokenizer, texts, settings)
+    prefix, suffix = cut.prefix, cut.suffix
     out = []
-    for bare in bare_token_ids(tokenizer, preprocess_texts(texts, settings)):
+    for bare in cut.ids:
         end = len(prefix) + len(bare)
         rows, positions = [], []
-        for start in window_starts(len(bare), budget, overlap):
-            window = bare[start : start + budget]
+        for start in window_starts(len(bare), cut.budget, cut.overlap):
+            window = bare[start : start + cut.budget]
             rows.append(prefix + window + suffix)
             at = len(prefix) + start
             positions.append([*range(len(prefix)), *range(at, at + len(window)), *range(end, end + len(suffix))])
@@ -297,8 +287,7 @@ def explain_texts(
                 tokens=tokenizer.convert_ids_to_tokens(shown),
                 attributions=scores,
                 # each window's [CLS] attention weighs 1/windows, as its logits do in the prediction: rows sum to 1
-                cls_attention=onto_text(window_att.reshape(n_windows, -1, window_att.shape[-1]), positions, len(shown))
-                / n_windows,
+                cls_attention=onto_text(window_att, positions, len(shown)) / n_windows,
                 pred=pred,
                 prob_pos=float(probs[0, 1]) if binary else None,
                 label_names=label_names,
