@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sentiment_lab.io import json_safe
-from sentiment_lab.rendering import embed_png, pyplot, save_figure, template_environment
+from sentiment_lab.rendering import embed_png, pyplot, ratio_ticks, save_figure, template_environment
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,3 +84,31 @@ def test_json_safe_gives_strict_json() -> None:
     assert type(safe["1"]) is int and type(safe["flag"]) is bool and type(safe["f"]) is float
     json.dumps(safe, allow_nan=False)  # raises on NaN/inf or a numpy value
     assert data["nan"] != data["nan"]  # the input is not modified
+
+
+def test_ratio_ticks_name_readable_ratios_inside_the_range() -> None:
+    assert ratio_ticks(0.28, 1.05) == [0.3, 0.4, 0.5, 0.6, 0.8, 1.0]  # under a decade: several ticks, not 4x10^-1
+    assert ratio_ticks(0.1, 3) == [0.1, 0.2, 0.5, 1.0, 2.0]  # too many: 1-2-5 only
+    assert ratio_ticks(0.01, 100) == [0.01, 0.1, 1.0, 10.0, 100.0]
+    assert ratio_ticks(0.31, 0.33) == [0.31, 0.33]  # none of the steps inside: the ends
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        ratio_ticks(0, 1)
+
+
+def test_pareto_figure_labels_its_latency_axis_as_ratios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentiment_lab import report
+
+    rows = [
+        {"name": "teacher", "accuracy": 0.913, "ci_low": 0.905, "ci_high": 0.921, "p50_ratio": 0.61},
+        {"name": "student", "accuracy": 0.907, "ci_low": 0.899, "ci_high": 0.915, "p50_ratio": 0.32},
+    ]
+    labels: list[str] = []
+
+    def keep_labels(fig, path):
+        labels.extend(t.get_text() for t in fig.axes[0].get_xticklabels())
+        return save_figure(fig, path)
+
+    monkeypatch.setattr(report, "save_figure", keep_labels)
+    out = report.pareto_figure(rows, tmp_path / "pareto.png")
+    assert out.read_bytes().startswith(PNG) and pyplot().get_fignums() == []
+    assert labels == ["0.3x", "0.4x", "0.5x", "0.6x"]

@@ -57,6 +57,33 @@ def pyplot() -> Any:
     return plt
 
 
+def ratio_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Tick positions for a log-scaled axis of ratios from low to high: the values 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 of
+    each decade that fall inside, or only 1, 2, 5 (then 1) when those would be more than `most`.
+
+    Written here because matplotlib's LogLocator gives an axis spanning less than a decade one or two ticks, labelled
+    4x10^-1, which is unreadable for ratios like 0.4x."""
+    if not 0 < low <= high:
+        raise ValueError(f"ratio ticks need 0 < low <= high, got {low}, {high}")
+    decades = range(math.floor(math.log10(low)), math.floor(math.log10(high)) + 1)
+    inside: list[float] = []
+    for steps in ((1, 1.5, 2, 2.5, 3, 4, 5, 6, 8), (1, 2, 5), (1,)):
+        inside = [t for d in decades for s in steps if low <= (t := round(s * 10.0**d, 6)) <= high]
+        if len(inside) <= most:
+            break
+    return inside or [round(low, 6), round(high, 6)]
+
+
+def set_ratio_xaxis(ax: Any, values: Any, margin: float = 1.15) -> None:
+    """A log-scaled x axis for ratios (values with a margin either side), ticked "0.3x", "0.4x", ... "1x"."""
+    low, high = float(min(values)) / margin, float(max(values)) * margin
+    ticks = ratio_ticks(low, high)
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.minorticks_off()
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Write a figure as PNG atomically (cropped to its content), close it, and return the path."""
     out = Path(path)

@@ -29,7 +29,7 @@ from sentiment_lab.errors import RunDirError, SentimentLabError
 from sentiment_lab.io import json_safe, write_json_atomic, write_text_atomic
 from sentiment_lab.metrics import classification_metrics
 from sentiment_lab.modeling import load_tokenizer
-from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure
+from sentiment_lab.rendering import embed_png, pyplot, render_template, save_figure, set_ratio_xaxis
 from sentiment_lab.rundir import COMPRESSION_FILE, PREDICTIONS_FILE, RunFolder, load_run
 from sentiment_lab.sidecar import read_sidecar
 from sentiment_lab.stats import bootstrap_ci
@@ -729,11 +729,11 @@ def pareto_figure(rows: list[dict[str, Any]], path: Path, highlight: str | None 
     ax.plot(x[frontier], y[frontier], "-", color="#16a34a", alpha=0.6, linewidth=1.5, label="Pareto frontier")
     ax.axhline(y[0] - 1.0, color="#6b7280", linestyle="--", linewidth=1, label="teacher - 1 pp (C2)")
     ax.axvline(C3_LATENCY_TARGET, color="#f59e0b", linestyle="--", linewidth=1, label="latency target 0.33x (C3)")
-    ax.set_xscale("log")
+    set_ratio_xaxis(ax, [*x, C3_LATENCY_TARGET])
     ax.set_xlabel("batch-1 p50 latency / teacher in transformers.pipeline fp32 (log scale; lower is faster)")
     ax.set_ylabel("test accuracy, % (95% CI)")
     ax.set_title("Accuracy against latency")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, path)
